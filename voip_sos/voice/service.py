@@ -1,0 +1,327 @@
+"""The prompt service the backend runs: SOS-time `ensure`/`begin`, background pre-rendering, the cache.
+
+How it behaves:
+- At start the fixed opening and closing of every language are rendered (or found in the cache) and
+  kept in memory, and `sos_jobs` worker processes load the voices, so a cold SOS render pays only
+  for the personal part (~0.3 s of CPU).
+- `begin(subscriber, language)` returns at once; the caller places the INVITE and meanwhile the body
+  renders in a worker. `PendingPrompt.opening` can be played immediately; `await pending.ready()`
+  gives the full message, or the generic recorded one if rendering failed or timed out.
+- `prerender(subscriber)` queues the subscriber's messages (centre language and the subscriber's own)
+  for background workers at nice 19, within `voice.cache_max_mb` (least recently used evicted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+from collections.abc import Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from voip_sos.config import Config
+from voip_sos.directory.records import Subscriber
+from voip_sos.errors import MediaError
+from voip_sos.logs import bind
+from voip_sos.voice.cache import PromptCache, segment_key
+from voip_sos.voice.engines import SynthesisSettings
+from voip_sos.voice.models import VoiceSpec, resolve_voice
+from voip_sos.voice.prompt import Prompt, assemble, load_fallback, opening_only
+from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init
+from voip_sos.voice.templates import LANGUAGES, MessageText, Template, load_template, message_text
+
+__all__ = ["PendingPrompt", "PromptService", "Segments", "message_languages"]
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_WARNING_ZH = (
+    "Mandarin is spoken by the espeak-ng fallback voice (robotic); provision a Piper Mandarin voice "
+    "in voice.models.zh (a .onnx with phoneme_type espeak, or a pinyin voice with its g2pW model "
+    "unpacked beside it) for a natural one"
+)
+_PRERENDER_QUEUE_MAX = 100_000
+
+
+def message_languages(subscriber: Subscriber, centre_language: str) -> tuple[str, ...]:
+    """The centre hears `emergency.language`; the family hears the subscriber's own (both if they differ)."""
+    own = subscriber.language if subscriber.language in LANGUAGES else centre_language
+    return (centre_language,) if own == centre_language else (centre_language, own)
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """The three parts of one message with their cache keys."""
+
+    text: MessageText
+    spec: VoiceSpec
+    keys: tuple[str, str, str]
+
+
+def _pcm(result: RenderResult) -> npt.NDArray[np.int16]:
+    return np.frombuffer(result.pcm, dtype=np.int16)
+
+
+class PendingPrompt:
+    """A message being made ready while the call is set up."""
+
+    def __init__(self, opening: Prompt, task: asyncio.Task[Prompt]) -> None:
+        self.opening = opening
+        """Playable at once: lead-in and the fixed first sentence (or the generic message)."""
+        self._task = task
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def ready(self) -> Prompt:
+        """The full message (never raises: the generic message stands in for a failed render)."""
+        return await asyncio.shield(self._task)
+
+
+class PromptService:
+    """Owns the render pools and the cache; one per backend process."""
+
+    def __init__(self, cfg: Config, *, settings: SynthesisSettings | None = None) -> None:
+        self.cfg = cfg
+        v = cfg.voice
+        self.settings = settings or SynthesisSettings(length_scale=v.length_scale)
+        self.cache = PromptCache(v.cache_dir, v.cache_max_mb * 1024 * 1024)
+        self.templates: dict[str, Template] = {
+            lang: load_template(lang, v.templates_dir or None) for lang in LANGUAGES
+        }
+        self.voices: dict[str, VoiceSpec] = {lang: resolve_voice(lang, v.models) for lang in LANGUAGES}
+        self._fixed: dict[tuple[str, str], npt.NDArray[np.int16]] = {}
+        self._openings: dict[str, Prompt] = {}
+        self._fallbacks: dict[str, Prompt] = {}
+        self._urgent: Executor | None = None
+        self._background: Executor | None = None
+        self._queue: asyncio.Queue[tuple[Subscriber, str]] = asyncio.Queue(_PRERENDER_QUEUE_MAX)
+        self._queued: set[tuple[str, str]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._inflight: dict[tuple[str, bool], asyncio.Future[RenderResult]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # Life cycle
+
+    async def start(self) -> None:
+        """Start the pools, load the generic messages, have every fixed part rendered and in memory."""
+        loop = asyncio.get_running_loop()
+        ctx = multiprocessing.get_context("spawn")
+        preload = tuple(self.voices[lang] for lang in self.languages())
+        self._urgent = ProcessPoolExecutor(
+            self.cfg.voice.sos_jobs,
+            mp_context=ctx,
+            initializer=worker_init,
+            initargs=(0, preload, self.settings),
+        )
+        self._background = ProcessPoolExecutor(
+            self.cfg.voice.prerender_jobs,
+            mp_context=ctx,
+            initializer=worker_init,
+            initargs=(BACKGROUND_NICE, (), self.settings),
+        )
+        for lang in LANGUAGES:
+            self._fallbacks[lang] = await asyncio.to_thread(load_fallback, lang, self._fallback_dir(), "")
+        await asyncio.to_thread(self.cache.scan)
+        for lang in self.languages():
+            await self._load_fixed(lang)
+        self._workers = [
+            loop.create_task(self._prerender_worker(), name=f"prerender-{i}")
+            for i in range(self.cfg.voice.prerender_jobs)
+        ]
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for pool in (self._urgent, self._background):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def languages(self) -> tuple[str, ...]:
+        """Languages rendered up front: the centre's, the default, and any with a configured model."""
+        langs = {self.cfg.emergency.language, self.cfg.voice.language, *self.cfg.voice.models}
+        return tuple(lang for lang in LANGUAGES if lang in langs)
+
+    def _fallback_dir(self) -> Path:
+        configured = Path(self.cfg.voice.fallback_dir)
+        if (configured / "generic-en.wav").is_file():
+            return configured
+        # Running from a checkout: audio/ beside the package.
+        return Path(__file__).resolve().parents[2] / "audio"
+
+    # ------------------------------------------------------------------------------------------
+    # Texts and keys
+
+    def segments(self, subscriber: Subscriber, language: str) -> Segments:
+        text = message_text(subscriber, self.templates[language])
+        spec = self.voices[language]
+        s = self.settings.as_dict()
+        keys = (
+            segment_key(text.opening, spec, s),
+            segment_key(text.body, spec, s),
+            segment_key(text.closing, spec, s),
+        )
+        return Segments(text, spec, keys)
+
+    async def _render(self, text: str, spec: VoiceSpec, key: str, *, urgent: bool) -> RenderResult:
+        """Render into the cache in a worker; concurrent requests for the same key share one render."""
+        # An SOS render never waits on a background (nice 19) render of the same text.
+        running = self._inflight.get((key, urgent))
+        if running is not None:
+            return await asyncio.shield(running)
+        pool = self._urgent if urgent else self._background
+        if pool is None:
+            raise MediaError("prompt service not started")
+        if spec.is_fallback:
+            logger.warning(FALLBACK_WARNING_ZH, extra={"language": spec.language})
+        job = RenderJob(text, spec, self.settings, key, str(self.cache.root))
+        fut = asyncio.wrap_future(pool.submit(run_job, job))
+        self._inflight[(key, urgent)] = fut
+        try:
+            result = await fut
+        finally:
+            self._inflight.pop((key, urgent), None)
+        self.cache.note(result.key, result.size)
+        if not self.cache.has_room():
+            await asyncio.to_thread(self.cache.evict, {k for (_, k) in self._fixed})
+        return result
+
+    async def _segment(self, text: str, spec: VoiceSpec, key: str, *, urgent: bool) -> npt.NDArray[np.int16]:
+        pcm = await asyncio.to_thread(self.cache.get, key)
+        if pcm is not None:
+            return pcm
+        return _pcm(await self._render(text, spec, key, urgent=urgent))
+
+    async def _load_fixed(self, language: str) -> None:
+        probe = message_text(_PROBE, self.templates[language])
+        spec = self.voices[language]
+        s = self.settings.as_dict()
+        for part, text in (("opening", probe.opening), ("closing", probe.closing)):
+            key = segment_key(text, spec, s)
+            try:
+                self._fixed[(part, key)] = await self._segment(text, spec, key, urgent=True)
+            except Exception:
+                logger.exception(
+                    "fixed part could not be rendered", extra={"language": language, "part": part}
+                )
+        opening_key = segment_key(probe.opening, spec, s)
+        if ("opening", opening_key) in self._fixed:
+            self._openings[language] = opening_only(
+                self._fixed[("opening", opening_key)],
+                language=language,
+                text=probe.opening,
+                source=spec.engine,
+            )
+
+    async def _fixed_part(self, part: str, text: str, spec: VoiceSpec, key: str) -> npt.NDArray[np.int16]:
+        pcm = self._fixed.get((part, key))
+        if pcm is None:
+            pcm = await self._segment(text, spec, key, urgent=True)
+            self._fixed[(part, key)] = pcm
+        return pcm
+
+    # ------------------------------------------------------------------------------------------
+    # SOS time
+
+    def opening(self, language: str) -> Prompt:
+        """The fixed opening, ready in memory; the generic message if it could not be rendered."""
+        return self._openings.get(language) or self._fallbacks.get(language) or self._fallbacks["en"]
+
+    def fallback(self, language: str) -> Prompt:
+        return self._fallbacks.get(language) or self._fallbacks["en"]
+
+    async def ensure(self, subscriber: Subscriber, language: str, *, incident: str = "") -> Prompt:
+        """The full message for this subscriber in this language: cached, or rendered now.
+
+        Never blocks the loop (file reads in a thread, synthesis in a process); never raises: a
+        failed or slow render gives the generic message from audio/ with a warning.
+        """
+        log = bind(logger, incident=incident, uid=subscriber.uid, language=language)
+        try:
+            seg = self.segments(subscriber, language)
+            async with asyncio.timeout(self.cfg.voice.render_timeout_s):
+                opening = await self._fixed_part("opening", seg.text.opening, seg.spec, seg.keys[0])
+                body = await self._segment(seg.text.body, seg.spec, seg.keys[1], urgent=True)
+                closing = await self._fixed_part("closing", seg.text.closing, seg.spec, seg.keys[2])
+        except Exception as exc:
+            log.error("message render failed, playing the generic message", extra={"error": repr(exc)})
+            return self.fallback(language)
+        prompt = assemble(
+            opening, body, closing, language=language, text=seg.text.full(), source=seg.spec.engine
+        )
+        for warning in prompt.warnings:
+            log.warning(warning)
+        if seg.spec.is_fallback:
+            log.warning(FALLBACK_WARNING_ZH)
+        return prompt
+
+    def begin(self, subscriber: Subscriber, language: str, *, incident: str = "") -> PendingPrompt:
+        """Start making the message ready and return at once (call this right after sending the INVITE)."""
+        task = asyncio.get_running_loop().create_task(
+            self.ensure(subscriber, language, incident=incident), name=f"prompt-{subscriber.uid}-{language}"
+        )
+        return PendingPrompt(self.opening(language), task)
+
+    # ------------------------------------------------------------------------------------------
+    # Pre-rendering
+
+    def prerender(self, subscriber: Subscriber) -> int:
+        """Queue a subscriber's messages for background rendering (after add, update, import).
+
+        Returns how many messages were queued (0 if already queued or the queue is full). Never
+        blocks; safe to call for every row of a bulk import.
+        """
+        queued = 0
+        for language in message_languages(subscriber, self.cfg.emergency.language):
+            mark = (subscriber.uid, language)
+            if mark in self._queued:
+                continue
+            try:
+                self._queue.put_nowait((subscriber, language))
+            except asyncio.QueueFull:
+                logger.warning(
+                    "prerender queue full; message will be rendered at SOS time",
+                    extra={"uid": subscriber.uid},
+                )
+                return queued
+            self._queued.add(mark)
+            queued += 1
+        return queued
+
+    def prerender_many(self, subscribers: Iterable[Subscriber]) -> int:
+        return sum(self.prerender(s) for s in subscribers)
+
+    async def drain(self) -> None:
+        """Wait until the pre-render queue is empty (tests, `prompts render`)."""
+        await self._queue.join()
+
+    async def _prerender_worker(self) -> None:
+        while True:
+            subscriber, language = await self._queue.get()
+            self._queued.discard((subscriber.uid, language))
+            try:
+                seg = self.segments(subscriber, language)
+                if not self.cache.contains(seg.keys[1]):
+                    await self._render(seg.text.body, seg.spec, seg.keys[1], urgent=False)
+            except Exception:
+                logger.exception("pre-render failed", extra={"uid": subscriber.uid, "language": language})
+            finally:
+                self._queue.task_done()
+
+
+# A record with every part empty: its message has the template's fixed opening and closing.
+def _probe() -> Subscriber:
+    from voip_sos.directory.records import Address
+
+    return Subscriber(uid="", name="", language="en", address=Address(line=""), contacts=(), stbs=())
+
+
+_PROBE = _probe()
