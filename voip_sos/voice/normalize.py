@@ -68,7 +68,6 @@ _EN_ADDRESS_ABBREVIATIONS = {
     "flr": "Floor",
     "rm": "Room",
     "ste": "Suite",
-    "no": "Number",
     "dist": "District",
 }
 _EN_NAME_TITLES = {"mr": "Mister", "mrs": "Missus", "ms": "Miz", "dr": "Doctor", "prof": "Professor"}
@@ -148,6 +147,19 @@ def en_plain(text: str) -> str:
     return _en_clean(text, strip=False)
 
 
+_EN_COMPASS = {"NE": "North East", "NW": "North West", "SE": "South East", "SW": "South West"}
+
+
+def _en_compass(text: str) -> str:
+    """Upper-case compass suffixes ("Ave NW") are said as words, not letters."""
+    return re.sub(r"\b(NE|NW|SE|SW)\b", lambda m: _EN_COMPASS[m.group(1)], text)
+
+
+def _en_number_sign(text: str) -> str:
+    """'No. 5' / 'No 5' is "number five"; a plain "No" stays a word."""
+    return re.sub(r"\bNo\.?\s*(?=\d)", "Number ", text, flags=re.IGNORECASE)
+
+
 def en_saint(text: str) -> str:
     """'St' before a capitalised word at the start of a name is Saint ("St. Mary's Road")."""
     return re.sub(r"(^|,\s*)St\.?\s+(?=[A-Z][a-z])(?!Street\b)", r"\1Saint ", text)
@@ -155,7 +167,8 @@ def en_saint(text: str) -> str:
 
 def en_text(text: str) -> str:
     """A free-text address line in English, ready to speak."""
-    return _en_clean(_en_expand(en_saint(text), _EN_ADDRESS_ABBREVIATIONS))
+    text = _en_compass(_en_number_sign(en_saint(text)))
+    return _en_clean(_en_expand(text, _EN_ADDRESS_ABBREVIATIONS))
 
 
 _EN_PART_PREFIX = {

@@ -36,6 +36,8 @@ class RenderJob:
     settings: SynthesisSettings
     key: str
     cache_dir: str
+    return_pcm: bool = True
+    """False for batch renders: the caller only needs the cache entry, not 300 kB back over a pipe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +96,5 @@ def run_job(job: RenderJob) -> RenderResult:
     pcm = render_pcm(engine, job.text)
     synth_s = time.perf_counter() - started
     size = PromptCache(job.cache_dir).put(job.key, pcm)
-    return RenderResult(job.key, pcm.tobytes(), size, synth_s, len(pcm) / dsp.RATE_HZ)
+    data = pcm.tobytes() if job.return_pcm else b""
+    return RenderResult(job.key, data, size, synth_s, len(pcm) / dsp.RATE_HZ)

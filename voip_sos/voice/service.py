@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,14 @@ from voip_sos.config import Config
 from voip_sos.directory.records import Subscriber
 from voip_sos.errors import MediaError
 from voip_sos.logs import bind
-from voip_sos.voice.cache import PromptCache, segment_key
+from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
-from voip_sos.voice.models import VoiceSpec, resolve_voice
+from voip_sos.voice.models import VoiceSpec
 from voip_sos.voice.prompt import Prompt, assemble, load_fallback, opening_only
 from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init
-from voip_sos.voice.templates import LANGUAGES, MessageText, Template, load_template, message_text
+from voip_sos.voice.templates import LANGUAGES
 
-__all__ = ["PendingPrompt", "PromptService", "Segments", "message_languages"]
+__all__ = ["PendingPrompt", "PromptService", "message_languages"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +45,6 @@ FALLBACK_WARNING_ZH = (
     "unpacked beside it) for a natural one"
 )
 _PRERENDER_QUEUE_MAX = 100_000
-
-
-def message_languages(subscriber: Subscriber, centre_language: str) -> tuple[str, ...]:
-    """The centre hears `emergency.language`; the family hears the subscriber's own (both if they differ)."""
-    own = subscriber.language if subscriber.language in LANGUAGES else centre_language
-    return (centre_language,) if own == centre_language else (centre_language, own)
-
-
-@dataclass(frozen=True, slots=True)
-class Segments:
-    """The three parts of one message with their cache keys."""
-
-    text: MessageText
-    spec: VoiceSpec
-    keys: tuple[str, str, str]
 
 
 def _pcm(result: RenderResult) -> npt.NDArray[np.int16]:
@@ -88,13 +72,10 @@ class PromptService:
 
     def __init__(self, cfg: Config, *, settings: SynthesisSettings | None = None) -> None:
         self.cfg = cfg
-        v = cfg.voice
-        self.settings = settings or SynthesisSettings(length_scale=v.length_scale)
-        self.cache = PromptCache(v.cache_dir, v.cache_max_mb * 1024 * 1024)
-        self.templates: dict[str, Template] = {
-            lang: load_template(lang, v.templates_dir or None) for lang in LANGUAGES
-        }
-        self.voices: dict[str, VoiceSpec] = {lang: resolve_voice(lang, v.models) for lang in LANGUAGES}
+        self.catalog = Catalog(cfg, settings)
+        self.settings = self.catalog.settings
+        self.cache = self.catalog.cache
+        self.voices: dict[str, VoiceSpec] = self.catalog.voices
         self._fixed: dict[tuple[str, str], npt.NDArray[np.int16]] = {}
         self._openings: dict[str, Prompt] = {}
         self._fallbacks: dict[str, Prompt] = {}
@@ -161,15 +142,7 @@ class PromptService:
     # Texts and keys
 
     def segments(self, subscriber: Subscriber, language: str) -> Segments:
-        text = message_text(subscriber, self.templates[language])
-        spec = self.voices[language]
-        s = self.settings.as_dict()
-        keys = (
-            segment_key(text.opening, spec, s),
-            segment_key(text.body, spec, s),
-            segment_key(text.closing, spec, s),
-        )
-        return Segments(text, spec, keys)
+        return self.catalog.segments(subscriber, language)
 
     async def _render(self, text: str, spec: VoiceSpec, key: str, *, urgent: bool) -> RenderResult:
         """Render into the cache in a worker; concurrent requests for the same key share one render."""
@@ -180,8 +153,6 @@ class PromptService:
         pool = self._urgent if urgent else self._background
         if pool is None:
             raise MediaError("prompt service not started")
-        if spec.is_fallback:
-            logger.warning(FALLBACK_WARNING_ZH, extra={"language": spec.language})
         job = RenderJob(text, spec, self.settings, key, str(self.cache.root))
         fut = asyncio.wrap_future(pool.submit(run_job, job))
         self._inflight[(key, urgent)] = fut
@@ -201,24 +172,16 @@ class PromptService:
         return _pcm(await self._render(text, spec, key, urgent=urgent))
 
     async def _load_fixed(self, language: str) -> None:
-        probe = message_text(_PROBE, self.templates[language])
-        spec = self.voices[language]
-        s = self.settings.as_dict()
-        for part, text in (("opening", probe.opening), ("closing", probe.closing)):
-            key = segment_key(text, spec, s)
+        seg = self.catalog.fixed(language)
+        for part, (text, key) in (("opening", seg.parts()[0]), ("closing", seg.parts()[2])):
             try:
-                self._fixed[(part, key)] = await self._segment(text, spec, key, urgent=True)
+                self._fixed[(part, key)] = await self._segment(text, seg.spec, key, urgent=True)
             except Exception:
-                logger.exception(
-                    "fixed part could not be rendered", extra={"language": language, "part": part}
-                )
-        opening_key = segment_key(probe.opening, spec, s)
-        if ("opening", opening_key) in self._fixed:
+                logger.exception("fixed part not rendered", extra={"language": language, "part": part})
+        opening = self._fixed.get(("opening", seg.keys[0]))
+        if opening is not None:
             self._openings[language] = opening_only(
-                self._fixed[("opening", opening_key)],
-                language=language,
-                text=probe.opening,
-                source=spec.engine,
+                opening, language=language, text=seg.text.opening, source=seg.spec.engine
             )
 
     async def _fixed_part(self, part: str, text: str, spec: VoiceSpec, key: str) -> npt.NDArray[np.int16]:
@@ -310,18 +273,10 @@ class PromptService:
             try:
                 seg = self.segments(subscriber, language)
                 if not self.cache.contains(seg.keys[1]):
+                    if seg.spec.is_fallback:
+                        logger.warning(FALLBACK_WARNING_ZH, extra={"uid": subscriber.uid})
                     await self._render(seg.text.body, seg.spec, seg.keys[1], urgent=False)
             except Exception:
                 logger.exception("pre-render failed", extra={"uid": subscriber.uid, "language": language})
             finally:
                 self._queue.task_done()
-
-
-# A record with every part empty: its message has the template's fixed opening and closing.
-def _probe() -> Subscriber:
-    from voip_sos.directory.records import Address
-
-    return Subscriber(uid="", name="", language="en", address=Address(line=""), contacts=(), stbs=())
-
-
-_PROBE = _probe()

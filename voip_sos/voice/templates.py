@@ -64,7 +64,7 @@ class Template:
 
     def fill(self, values: dict[str, str]) -> MessageText:
         """Substitute already-normalised values; plain text in the template is normalised too."""
-        plain = _plain_normaliser(self.language)
+        plain = plain_normaliser(self.language)
 
         def sub_fields(text: str) -> str:
             out: list[str] = []
@@ -110,7 +110,7 @@ def _tidy(text: str, language: str) -> str:
     return text.strip(" ,")
 
 
-def _plain_normaliser(language: str) -> Callable[[str], str]:
+def plain_normaliser(language: str) -> Callable[[str], str]:
     # Template prose: numbers and symbols as words, keeping the operator's punctuation and spacing.
     return nz.en_plain if language == "en" else nz.zh_plain
 
