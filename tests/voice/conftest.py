@@ -26,7 +26,15 @@ def subscriber(
 SAMPLES = (
     subscriber(building="3", unit="2", floor="5", room="502"),
     subscriber(uid="4781906", name="Maria Gonzalez", line="1205 St. Mary's Rd., Apt. 4B"),
-    subscriber(uid="SOS-77", name="王丽", language="zh", line="北京市朝阳区建国路88号", building="3", unit="2", room="1101"),
+    subscriber(
+        uid="SOS-77",
+        name="王丽",
+        language="zh",
+        line="北京市朝阳区建国路88号",
+        building="3",
+        unit="2",
+        room="1101",
+    ),
 )
 
 

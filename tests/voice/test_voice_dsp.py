@@ -18,7 +18,9 @@ def test_g711_known_codes() -> None:
     assert g711.alaw_decode(bytes([0xD5, 0xAA, 0x2A])).tolist() == [8, 32256, -32256]
 
 
-@pytest.mark.parametrize(("enc", "dec"), [(g711.ulaw_encode, g711.ulaw_decode), (g711.alaw_encode, g711.alaw_decode)])
+@pytest.mark.parametrize(
+    ("enc", "dec"), [(g711.ulaw_encode, g711.ulaw_decode), (g711.alaw_encode, g711.alaw_decode)]
+)
 def test_g711_roundtrip_within_one_step(enc, dec) -> None:  # type: ignore[no-untyped-def]
     x = np.arange(-32768, 32768, dtype=np.int16)
     y = dec(enc(x)).astype(np.int64)

@@ -96,7 +96,11 @@ loaded = sorted(m for m in ("piper", "onnxruntime") if m in sys.modules)
 print("loaded:", loaded, round(p.duration_s, 1))
 """
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2]
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
     )
     assert out.returncode == 0, out.stderr
     assert "loaded: []" in out.stdout

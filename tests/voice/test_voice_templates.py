@@ -28,7 +28,15 @@ def test_english_empty_parts_left_out_cleanly() -> None:
 
 
 def test_default_chinese_message() -> None:
-    sub = subscriber(name="王丽", language="zh", line="北京市朝阳区建国路88号", building="3", unit="2", floor="5", room="502")
+    sub = subscriber(
+        name="王丽",
+        language="zh",
+        line="北京市朝阳区建国路88号",
+        building="3",
+        unit="2",
+        floor="5",
+        room="502",
+    )
     assert message_text(sub, load_template("zh")).full() == (
         "这是一键求助服务自动拨打的紧急电话。"
         "王丽，用户号码幺零零二三，需要紧急救助。地址，北京市朝阳区建国路八十八号，三栋，二单元，五楼，五零二室。"
@@ -51,7 +59,9 @@ def test_chinese_name_in_english_message_is_pinyin() -> None:
 
 def test_operator_template_file_overrides(tmp_path: Path) -> None:
     (tmp_path / "en.yaml").write_text(
-        'opening: "Automated call."\nbody: "{name}[ in room {room}] needs an ambulance."\nclosing: "Press 1."\n',
+        'opening: "Automated call."\n'
+        'body: "{name}[ in room {room}] needs an ambulance."\n'
+        'closing: "Press 1."\n',
         encoding="utf-8",
     )
     t = load_template("en", str(tmp_path))

@@ -86,7 +86,11 @@ def worker_init(nice: int, preload: tuple[VoiceSpec, ...], settings: SynthesisSe
     if nice:
         os.nice(nice)
     for spec in preload:
-        engine_for(spec, settings)
+        try:
+            engine_for(spec, settings)
+        except Exception:
+            # Never break the pool: the job that needs this voice fails instead (generic message).
+            logger.exception("voice could not be loaded", extra={"model": spec.model})
 
 
 def run_job(job: RenderJob) -> RenderResult:

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,35 @@ class PromptService:
             for i in range(self.cfg.voice.prerender_jobs)
         ]
 
+    def _pool(self, *, urgent: bool) -> ProcessPoolExecutor:
+        # spawn, not fork: the service process has threads (asyncio.to_thread, the DB driver).
+        ctx = multiprocessing.get_context("spawn")
+        if urgent:
+            preload = tuple(self.voices[lang] for lang in self.languages())
+            return ProcessPoolExecutor(
+                self.cfg.voice.sos_jobs,
+                mp_context=ctx,
+                initializer=worker_init,
+                initargs=(0, preload, self.settings),
+            )
+        return ProcessPoolExecutor(
+            self.cfg.voice.prerender_jobs,
+            mp_context=ctx,
+            initializer=worker_init,
+            initargs=(BACKGROUND_NICE, (), self.settings),
+        )
+
+    def _replace_broken(self, pool: Executor, *, urgent: bool) -> None:
+        """A worker died (OOM kill, crash): start a fresh pool so later renders still work."""
+        if (self._urgent if urgent else self._background) is not pool:
+            return
+        logger.error("render worker died; restarting the pool", extra={"urgent": urgent})
+        pool.shutdown(wait=False, cancel_futures=True)
+        if urgent:
+            self._urgent = self._pool(urgent=True)
+        else:
+            self._background = self._pool(urgent=False)
+
     async def close(self) -> None:
         for task in self._workers:
             task.cancel()
@@ -158,6 +188,9 @@ class PromptService:
         self._inflight[(key, urgent)] = fut
         try:
             result = await fut
+        except BrokenProcessPool:
+            self._replace_broken(pool, urgent=urgent)
+            raise
         finally:
             self._inflight.pop((key, urgent), None)
         self.cache.note(result.key, result.size)
