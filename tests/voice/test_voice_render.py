@@ -194,3 +194,25 @@ def test_espeak_reads_the_chinese_digits_as_intended() -> None:
         assert expected in phon, (expected, phon)
     # And the Latin-as-English voice would not: it is not the one used.
     assert ESPEAK_ZH_VOICE == "cmn-latn-pinyin"
+
+
+def test_piper_pronounces_the_id_digit_by_digit(cfg: Config) -> None:
+    from voip_sos.voice.render import engine_for
+
+    cat = Catalog(cfg)
+    seg = cat.segments(SAMPLES[0], "en")
+    phon = engine_for(seg.spec, cat.settings).phonemes(seg.text.body)
+    assert "wˈʌn zˈiəɹoʊ zˈiəɹoʊ tˈuː θɹˈiː" in phon  # subscriber number 10023
+    assert "twˈɛlv hˈɑːɹbɚ stɹˈiːt" in phon  # 12 Harbour St.
+    assert "ɹˈuːm fˈaɪv zˈiəɹoʊ tˈuː" in phon  # room 502
+
+
+def test_default_chinese_template_is_read_as_intended_by_espeak(cfg: Config) -> None:
+    cat = Catalog(cfg)
+    seg = cat.segments(SAMPLES[2], "zh")
+    engine = EspeakEngine(seg.spec, cat.settings)
+    body = engine.phonemes(seg.text.body)
+    assert "ts.'u51_| ts.'i.214" in body  # 住址 zhu4 zhi3 (地址 would be read "de zhi")
+    assert "j'Au55_| j'Au55_| l'i35N_| j'Au55_| s.'i.51" in body  # 幺幺零幺室
+    closing = engine.phonemes(seg.text.closing)
+    assert "ts'ai51_| th'i55N" in closing  # 再听 zai4 ting1

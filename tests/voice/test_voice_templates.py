@@ -39,14 +39,14 @@ def test_default_chinese_message() -> None:
     )
     assert message_text(sub, load_template("zh")).full() == (
         "这是一键求助服务自动拨打的紧急电话。"
-        "王丽，用户号码幺零零二三，需要紧急救助。地址，北京市朝阳区建国路八十八号，三栋，二单元，五楼，五零二室。"
+        "王丽，用户号码幺零零二三，需要紧急救助。住址，北京市朝阳区建国路八十八号，三栋，二单元，五楼，五零二室。"
         "确认收到请按一。再听一遍请按九。"
     )
 
 
 def test_chinese_empty_parts_left_out_cleanly() -> None:
     sub = subscriber(uid="", name="王丽", language="zh", line="建国路88号", room="502")
-    assert message_text(sub, load_template("zh")).body == "王丽需要紧急救助。地址，建国路八十八号，五零二室。"
+    assert message_text(sub, load_template("zh")).body == "王丽需要紧急救助。住址，建国路八十八号，五零二室。"
 
 
 def test_chinese_name_in_english_message_is_pinyin() -> None:

@@ -32,7 +32,7 @@ __all__ = ["PIPELINE_VERSION", "CacheStats", "PromptCache", "segment_key"]
 logger = logging.getLogger(__name__)
 
 # Bump when anything after synthesis changes the bytes (filters, level, lead-in, format).
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 _SUFFIX = ".wav"
 _TMP_SUFFIX = ".tmp"
 

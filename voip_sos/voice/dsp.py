@@ -20,6 +20,7 @@ __all__ = [
     "RATE_HZ",
     "TARGET_LEVEL_DBOV",
     "active_speech_level",
+    "fade",
     "level_and_limit",
     "peak_dbfs",
     "silence",
@@ -43,6 +44,8 @@ _FULL_SCALE = 32768.0
 _HIGHPASS_HZ = (100.0, 250.0)  # ramp from full cut to pass
 _PRESENCE_HZ = (1500.0, 3000.0)  # ramp to the lift
 _PRESENCE_DB = 3.0
+
+FADE_S = 0.005
 
 # Look-ahead limiter window: short enough to be inaudible, long enough not to distort (P.56 level
 # is barely moved because only rare peaks are touched).
@@ -166,6 +169,18 @@ def level_and_limit(
             return x
         x = _limit(x * 10 ** ((target_dbov - level) / 20), ceiling, rate_hz)
     return x
+
+
+def fade(audio: npt.NDArray[np.float64], seconds: float = FADE_S) -> npt.NDArray[np.float64]:
+    """Raised-cosine fade in and out, so segments joined with silence never click."""
+    n = min(round(seconds * RATE_HZ), len(audio) // 2)
+    if n == 0:
+        return audio
+    ramp = np.sin(np.linspace(0.0, np.pi / 2, n)) ** 2
+    out = np.array(audio, dtype=np.float64)
+    out[:n] *= ramp
+    out[-n:] *= ramp[::-1]
+    return out
 
 
 def silence(seconds: float) -> npt.NDArray[np.float64]:

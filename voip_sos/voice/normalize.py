@@ -161,8 +161,12 @@ def _en_number_sign(text: str) -> str:
 
 
 def en_saint(text: str) -> str:
-    """'St' before a capitalised word at the start of a name is Saint ("St. Mary's Road")."""
-    return re.sub(r"(^|,\s*)St\.?\s+(?=[A-Z][a-z])(?!Street\b)", r"\1Saint ", text)
+    """'St' before a name is Saint, after one it is Street.
+
+    Saint when it opens the line or a comma-separated part, or follows a house number
+    ("1205 St. Mary's Rd."); otherwise ("12 Harbour St.") the abbreviation list makes it Street.
+    """
+    return re.sub(r"(^|,\s*|\d\s+)St\.?\s+(?=[A-Z][a-z])(?!Street\b)", r"\1Saint ", text)
 
 
 def en_text(text: str) -> str:

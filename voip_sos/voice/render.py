@@ -53,11 +53,11 @@ class RenderResult:
 
 
 def render_pcm(engine: Engine, text: str) -> npt.NDArray[np.int16]:
-    """Synthesize and run the pipeline: soxr HQ -> 8 kHz, phone band, -19 dBov, -1 dBFS, int16."""
+    """Synthesize and run the pipeline: soxr HQ -> 8 kHz, phone band, -19 dBov, -1 dBFS, 5 ms fades, int16."""
     audio = engine.synthesize(text)
     x = dsp.to_8k(audio, engine.rate_hz)
     x = dsp.telephone_band(x)
-    return dsp.to_int16(dsp.level_and_limit(x))
+    return dsp.to_int16(dsp.fade(dsp.level_and_limit(x)))
 
 
 _ENGINES: dict[tuple[VoiceSpec, SynthesisSettings], Engine] = {}
