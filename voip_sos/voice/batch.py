@@ -10,7 +10,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,11 +95,13 @@ def render_batch(
     force: bool = False,
     nice: int = 0,
     progress: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
 ) -> BatchSummary:
     """Render every message of `subscribers` into the cache with `jobs` worker processes.
 
     Stops submitting when the cache reaches `voice.cache_max_mb` (the rest are rendered at SOS time).
-    `progress(n)` is called with the number of messages finished since the last call.
+    `progress(n)` is called with the number of messages finished since the last call. A caller may
+    pass its own (warm) `pool`; otherwise one with `jobs` spawned workers is made and shut down.
     """
     started = time.perf_counter()
     summary = BatchSummary()
@@ -138,10 +140,13 @@ def render_batch(
             waiting.setdefault(key, []).append(i)
     remaining = [len(need) for need in messages]
     if todo:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            jobs, mp_context=ctx, initializer=worker_init, initargs=(nice, (), catalog.settings)
-        ) as pool:
+        own = pool is None
+        if pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(
+                jobs, mp_context=ctx, initializer=worker_init, initargs=(nice, (), catalog.settings)
+            )
+        try:
             futures: dict[Future[RenderResult], str] = {
                 pool.submit(run_job, job): key for key, job in todo.items()
             }
@@ -167,5 +172,8 @@ def render_batch(
                             summary.rendered += 1
                 if progress and done:
                     progress(done)
+        finally:
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
     summary.wall_s = time.perf_counter() - started
     return summary

@@ -19,7 +19,7 @@ from voip_sos.voice.cache import PromptCache
 from voip_sos.voice.engines import Engine, SynthesisSettings, load_engine
 from voip_sos.voice.models import VoiceSpec
 
-__all__ = ["RenderJob", "RenderResult", "engine_for", "render_pcm", "run_job", "worker_init"]
+__all__ = ["RenderJob", "RenderResult", "engine_for", "render_pcm", "run_job", "worker_init", "worker_pid"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,11 @@ def worker_init(nice: int, preload: tuple[VoiceSpec, ...], settings: SynthesisSe
         except Exception:
             # Never break the pool: the job that needs this voice fails instead (generic message).
             logger.exception("voice could not be loaded", extra={"model": spec.model})
+
+
+def worker_pid() -> int:
+    """A no-op job: submitting one per worker makes the pool start (and preload) all of them."""
+    return os.getpid()
 
 
 def run_job(job: RenderJob) -> RenderResult:

@@ -33,7 +33,7 @@ from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
 from voip_sos.voice.models import VoiceSpec
 from voip_sos.voice.prompt import Prompt, assemble, load_fallback, opening_only
-from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init
+from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init, worker_pid
 from voip_sos.voice.templates import LANGUAGES
 
 __all__ = ["PendingPrompt", "PromptService", "message_languages"]
@@ -93,23 +93,16 @@ class PromptService:
     async def start(self) -> None:
         """Start the pools, load the generic messages, have every fixed part rendered and in memory."""
         loop = asyncio.get_running_loop()
-        ctx = multiprocessing.get_context("spawn")
-        preload = tuple(self.voices[lang] for lang in self.languages())
-        self._urgent = ProcessPoolExecutor(
-            self.cfg.voice.sos_jobs,
-            mp_context=ctx,
-            initializer=worker_init,
-            initargs=(0, preload, self.settings),
-        )
-        self._background = ProcessPoolExecutor(
-            self.cfg.voice.prerender_jobs,
-            mp_context=ctx,
-            initializer=worker_init,
-            initargs=(BACKGROUND_NICE, (), self.settings),
-        )
+        self._urgent = self._pool(urgent=True)
+        self._background = self._pool(urgent=False)
+        # Workers start lazily; start the SOS ones now (each loads the voices) so the first SOS
+        # after a restart does not pay ~1.5 s of process start and model load.
+        urgent = self._urgent
+        warming = [asyncio.wrap_future(urgent.submit(worker_pid)) for _ in range(self.cfg.voice.sos_jobs)]
         for lang in LANGUAGES:
             self._fallbacks[lang] = await asyncio.to_thread(load_fallback, lang, self._fallback_dir(), "")
         await asyncio.to_thread(self.cache.scan)
+        await asyncio.gather(*warming)
         for lang in self.languages():
             await self._load_fixed(lang)
         self._workers = [
