@@ -374,7 +374,7 @@ class VoiceConfig:
     )
     cache_max_mb: int = key(
         1024,
-        "Size bound of the prompt cache; ~0.35 MB per subscriber and language",
+        "Size bound of the prompt cache; ~0.18 MB per subscriber and language",
         parse_positive_int,
         type_name="int",
         unit="MB",
@@ -382,7 +382,7 @@ class VoiceConfig:
     templates_dir: str = key(
         "",
         "Folder with operator templates en.yaml / zh.yaml; unset = the shipped ones",
-        parse_str,
+        lambda v: parse_optional_str(v) or "",
         type_name="path",
         resolve=lambda v, base: _resolve_path(v, base) if v else "",
     )
@@ -604,7 +604,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         # A voice that would download at run time (or is missing) is refused here, at `config check`.
         from voip_sos.voice.models import check_models
 
-        problems.extend(check_models(sections["voice"].models))
+        problems.extend(check_models(sections["voice"].models, require_files=False))
     if problems:
         raise ConfigError(problems)
     return Config(**sections, path=found)

@@ -138,9 +138,11 @@ def test_config_check_refuses_a_voice_that_downloads(tmp_path: Path) -> None:
         assert "download" not in str(again)
 
 
-def test_config_check_refuses_missing_or_wrong_language_models(tmp_path: Path) -> None:
+def test_missing_or_wrong_language_models_are_refused(tmp_path: Path) -> None:
+    # A model file not there (yet) passes loading the configuration but not using the voice.
+    cfg = make_config(tmp_path, models=json.dumps({"zh": str(tmp_path / "nope.onnx")}))
     with pytest.raises(ConfigError, match=r"voice.models.zh: model file not found"):
-        make_config(tmp_path, models=json.dumps({"zh": str(tmp_path / "nope.onnx")}))
+        PromptService(cfg)
     src = default_model("en")
     assert src is not None
     with pytest.raises(ConfigError, match=r"voice.models.zh: .* is a voice for 'en_US', not 'zh'"):

@@ -28,7 +28,7 @@ __all__ = ["BatchSummary", "LocalRenderer", "render_batch"]
 logger = logging.getLogger(__name__)
 
 # What one message takes in the cache, for the "is there room" check before rendering it.
-APPROX_MESSAGE_BYTES = 350_000
+APPROX_MESSAGE_BYTES = 200_000
 
 
 class LocalRenderer:

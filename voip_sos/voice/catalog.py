@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from voip_sos.config import Config
 from voip_sos.directory.records import Address, Subscriber
+from voip_sos.errors import ConfigError
 from voip_sos.voice.cache import PromptCache, segment_key
 from voip_sos.voice.engines import SynthesisSettings
-from voip_sos.voice.models import VoiceSpec, resolve_voice
+from voip_sos.voice.models import VoiceSpec, check_models, resolve_voice
 from voip_sos.voice.templates import LANGUAGES, MessageText, Template, load_template, message_text
 
 __all__ = ["Catalog", "Segments", "message_languages"]
@@ -46,6 +47,9 @@ class Catalog:
 
     def __init__(self, cfg: Config, settings: SynthesisSettings | None = None) -> None:
         v = cfg.voice
+        problems = check_models(v.models)
+        if problems:
+            raise ConfigError(problems)
         self.cfg = cfg
         self.settings = settings or SynthesisSettings(length_scale=v.length_scale)
         self.cache = PromptCache(v.cache_dir, v.cache_max_mb * 1024 * 1024)

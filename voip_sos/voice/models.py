@@ -77,13 +77,13 @@ def resolve_voice(language: str, models: dict[str, str]) -> VoiceSpec:
     )
 
 
-def _model_problem(language: str, path: str) -> str | None:
+def _model_problem(language: str, path: str, require_files: bool) -> str | None:
     where = f"voice.models.{language}"
     p = Path(path)
     if p.suffix != ".onnx":
         return f"{where}: expected a Piper .onnx model, got {path!r}"
     if not p.is_file():
-        return f"{where}: model file not found: {path}"
+        return f"{where}: model file not found: {path}" if require_files else None
     cfg_path = Path(f"{path}.json")
     if not cfg_path.is_file():
         return f"{where}: the model's config {cfg_path} is missing (Piper ships it beside the .onnx)"
@@ -116,14 +116,21 @@ def _model_problem(language: str, path: str) -> str | None:
     return None
 
 
-def check_models(models: dict[str, str], languages: tuple[str, ...] = ("en", "zh")) -> list[str]:
-    """Every problem with the configured voices, as `config error: voice.models.LANG: ...` lines."""
+def check_models(
+    models: dict[str, str], languages: tuple[str, ...] = ("en", "zh"), *, require_files: bool = True
+) -> list[str]:
+    """Every problem with the configured voices, as `config error: voice.models.LANG: ...` lines.
+
+    `load_config` calls this with require_files=False: a voice that would download at run time (or
+    cannot run offline) is always refused, a model file not there yet is reported when the voice
+    is used (service start, `prompts` commands).
+    """
     problems: list[str] = []
     for language, path in sorted(models.items()):
         if language not in languages:
             problems.append(f"config error: voice.models.{language}: unknown language (expected en or zh)")
             continue
-        problem = _model_problem(language, path)
+        problem = _model_problem(language, path, require_files)
         if problem:
             problems.append(f"config error: {problem}")
     if "en" not in models and default_model("en") is None:
