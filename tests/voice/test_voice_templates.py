@@ -49,10 +49,11 @@ def test_chinese_empty_parts_left_out_cleanly() -> None:
     assert message_text(sub, load_template("zh")).body == "王丽需要紧急救助。住址，建国路八十八号，五零二室。"
 
 
-def test_chinese_name_in_english_message_is_pinyin() -> None:
+def test_chinese_name_in_english_message_is_respelled_pinyin() -> None:
     sub = subscriber(name="王丽", line="建国路88号", unit="2单元")
     body = message_text(sub, load_template("en")).body
-    assert body.startswith("Wang Li, subscriber number")
+    assert body.startswith("Wahng Lee, subscriber number")
+    assert "Jee yen Gwaw Loo eighty eight" in body
     assert "unit two." in body
     assert not any("\u4e00" <= c <= "\u9fff" for c in body)
 

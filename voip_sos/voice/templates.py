@@ -22,6 +22,7 @@ import yaml
 from voip_sos.directory.records import ADDRESS_PARTS, Subscriber
 from voip_sos.errors import ConfigError
 from voip_sos.voice import normalize as nz
+from voip_sos.voice.romanize import respell_han
 
 __all__ = ["LANGUAGES", "PLACEHOLDERS", "MessageText", "Template", "load_template", "message_text"]
 
@@ -30,7 +31,6 @@ PLACEHOLDERS = ("name", "uid", "address", *ADDRESS_PARTS)
 _PART_NAMES = ("opening", "body", "closing")
 _GROUP_RE = re.compile(r"\[([^\[\]]*)\]")
 _FIELD_RE = re.compile(r"\{([a-z_]*)\}")
-_HAN_RE = re.compile(r"[\u3400-\u9fff]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +116,8 @@ def plain_normaliser(language: str) -> Callable[[str], str]:
 
 
 def _romanise(text: str) -> str:
-    """Han characters in an English message are read in pinyin (王丽 -> Wang Li)."""
-    if not _HAN_RE.search(text):
-        return text
-    from pypinyin import lazy_pinyin
-
-    return _HAN_RE.sub(lambda m: " " + " ".join(s.capitalize() for s in lazy_pinyin(m.group(0))) + " ", text)
+    """Han characters in an English message are read as respelled pinyin (王丽 -> Wahng Lee)."""
+    return respell_han(text)
 
 
 def subscriber_values(subscriber: Subscriber, language: str) -> dict[str, str]:
