@@ -102,6 +102,9 @@ class PromptService:
         for lang in LANGUAGES:
             self._fallbacks[lang] = await asyncio.to_thread(load_fallback, lang, self._fallback_dir(), "")
         await asyncio.to_thread(self.cache.scan)
+        # Off the loop, once: hashing the model file (cache keys), `espeak-ng --version`, pypinyin's
+        # dictionary. Later key computations at SOS time are then microseconds.
+        await asyncio.to_thread(self._warm_keys)
         await asyncio.gather(*warming)
         for lang in self.languages():
             await self._load_fixed(lang)
@@ -148,6 +151,13 @@ class PromptService:
         for pool in (self._urgent, self._background):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _warm_keys(self) -> None:
+        from voip_sos.voice.romanize import respell_han
+
+        for lang in LANGUAGES:
+            self.catalog.fixed(lang)
+        respell_han("王")
 
     def languages(self) -> tuple[str, ...]:
         """Languages rendered up front: the centre's, the default, and any with a configured model."""
