@@ -110,7 +110,7 @@ def p99(values: list[float]) -> float:
 
 async def service_phase(
     cfg: Config, cached: list[Subscriber], cold: list[Subscriber]
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], int]:
     svc = PromptService(cfg)
     await svc.start()
     try:
@@ -121,15 +121,18 @@ async def service_phase(
             hits.append((time.perf_counter() - t0) * 1000)
             assert prompt.source == "piper"
         ready: list[float] = []
+        generic = 0
 
         async def one(sub: Subscriber) -> None:
+            nonlocal generic
             pressed = time.perf_counter()
             prompt = await svc.begin(sub, "en").ready()
             ready.append((time.perf_counter() - pressed) * 1000)
-            assert prompt.source == "piper"
+            # Slower than voice.render_timeout_s (a burst on a busy machine): the generic message.
+            generic += prompt.source != "piper"
 
         await asyncio.gather(*(one(sub) for sub in cold))
-        return hits, ready
+        return hits, ready, generic
     finally:
         await svc.close()
 
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         cold = [subscriber(i) for i in range(2 * args.count, 2 * args.count + args.cold)]
         rate1, rtf1 = batch(catalog, first, 1)
         rate2, rtf2 = batch(catalog, second, 2)
-        hits, ready = asyncio.run(service_phase(cfg, first + second, cold))
+        hits, ready, generic = asyncio.run(service_phase(cfg, first + second, cold))
 
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             f"{args.cold} cold SOS at once, ready p50 / p99",
             f"{statistics.median(ready):.0f} / {p99(ready):.0f} ms",
-            f"sos_jobs {args.sos_jobs}",
+            f"sos_jobs {args.sos_jobs}, {generic} timed out to the generic message",
         ),
         ("peak RSS: bench process / largest worker", f"{self_mb:.0f} / {child_mb:.0f} MB", ""),
     ]

@@ -147,3 +147,34 @@ def test_missing_or_wrong_language_models_are_refused(tmp_path: Path) -> None:
     assert src is not None
     with pytest.raises(ConfigError, match=r"voice.models.zh: .* is a voice for 'en_US', not 'zh'"):
         make_config(tmp_path, models=json.dumps({"zh": src}))
+
+
+async def test_a_killed_render_worker_is_replaced(cfg: Config) -> None:
+    import signal
+
+    from voip_sos.voice.render import worker_pid
+
+    svc = await _started(cfg)
+    try:
+        assert svc._urgent is not None
+        pids = {await asyncio.wrap_future(svc._urgent.submit(worker_pid)) for _ in range(4)}
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        first = await svc.ensure(subscriber(uid="7001"), "en")
+        # The render that met the dead pool gets the generic message, the pool is started again ...
+        assert first.source in ("fallback", "piper")
+        again = await asyncio.wait_for(svc.ensure(subscriber(uid="7002"), "en"), 30)
+        # ... and the next message is rendered normally.
+        assert again.source == "piper"
+    finally:
+        await svc.close()
+
+
+async def test_service_refuses_to_start_without_the_generic_message(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, fallback_dir=str(tmp_path / "empty"))
+    svc = PromptService(cfg)
+    try:
+        with pytest.raises(ConfigError, match=r"voice\.fallback_dir: generic message for 'en' unusable"):
+            await svc.start()
+    finally:
+        await svc.close()

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from voip_sos.config import Config
 from voip_sos.directory.records import Subscriber
-from voip_sos.errors import MediaError
+from voip_sos.errors import ConfigError, MediaError
 from voip_sos.logs import bind
 from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
@@ -100,7 +100,13 @@ class PromptService:
         urgent = self._urgent
         warming = [asyncio.wrap_future(urgent.submit(worker_pid)) for _ in range(self.cfg.voice.sos_jobs)]
         for lang in LANGUAGES:
-            self._fallbacks[lang] = await asyncio.to_thread(load_fallback, lang, self._fallback_dir(), "")
+            try:
+                self._fallbacks[lang] = await asyncio.to_thread(load_fallback, lang, self._fallback_dir(), "")
+            except (OSError, ValueError) as exc:
+                # Without it a failed render would mean a silent call: refuse to start instead.
+                raise ConfigError(
+                    [f"config error: voice.fallback_dir: generic message for {lang!r} unusable: {exc}"]
+                ) from None
         await asyncio.to_thread(self.cache.scan)
         # Off the loop, once: hashing the model file (cache keys), `espeak-ng --version`, pypinyin's
         # dictionary. Later key computations at SOS time are then microseconds.
@@ -165,11 +171,7 @@ class PromptService:
         return tuple(lang for lang in LANGUAGES if lang in langs)
 
     def _fallback_dir(self) -> Path:
-        configured = Path(self.cfg.voice.fallback_dir)
-        if (configured / "generic-en.wav").is_file():
-            return configured
-        # Running from a checkout: audio/ beside the package.
-        return Path(__file__).resolve().parents[2] / "audio"
+        return Path(self.cfg.voice.fallback_dir)
 
     # ------------------------------------------------------------------------------------------
     # Texts and keys
