@@ -54,6 +54,10 @@ async def test_missing_message_does_not_delay_the_invite(cfg: Config) -> None:
         # Second time it is a cache hit.
         again = await svc.ensure(sub, "en")
         assert again.pcm.tobytes() == prompt.pcm.tobytes()
+        # The file the SMS voice link serves is exactly what the call plays.
+        path = await svc.wav_path(prompt)
+        assert path.read_bytes() == prompt.wav()
+        assert await svc.wav_path(again) == path
     finally:
         rx.close()
         tx.close()
@@ -81,6 +85,7 @@ async def test_generic_message_when_rendering_fails(tmp_path: Path, caplog: pyte
         assert prompt.duration_s > 5 and prompt.pcm.any()
         assert len(prompt.alaw) == len(prompt.pcm)
         assert svc.opening("en").source == "fallback"
+        assert (await svc.wav_path(prompt)).name == "generic-en.wav"
         assert any("generic message" in r.getMessage() for r in caplog.records)
     finally:
         await svc.close()

@@ -138,7 +138,9 @@ class PromptCache:
         sizes: dict[str, int] = {}
         if self.root.is_dir():
             for sub in self.root.iterdir():
-                if not sub.is_dir():
+                # Segment folders are the first two hex digits of the key; others (messages/, the
+                # per-incident WAVs behind SMS voice links) are not segments and not evicted here.
+                if not sub.is_dir() or len(sub.name) != 2:
                     continue
                 for entry in os.scandir(sub):
                     if entry.name.endswith(_TMP_SUFFIX):

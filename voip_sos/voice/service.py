@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 from collections.abc import Iterable
@@ -29,10 +30,11 @@ from voip_sos.config import Config
 from voip_sos.directory.records import Subscriber
 from voip_sos.errors import ConfigError, MediaError
 from voip_sos.logs import bind
+from voip_sos.voice.cache import write_atomic
 from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
 from voip_sos.voice.models import VoiceSpec
-from voip_sos.voice.prompt import Prompt, assemble, load_fallback, opening_only
+from voip_sos.voice.prompt import Prompt, assemble, fallback_path, load_fallback, opening_only
 from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init, worker_pid
 from voip_sos.voice.templates import LANGUAGES
 
@@ -270,6 +272,21 @@ class PromptService:
             self.ensure(subscriber, language, incident=incident), name=f"prompt-{subscriber.uid}-{language}"
         )
         return PendingPrompt(self.opening(language), task)
+
+    async def wav_path(self, prompt: Prompt) -> Path:
+        """A WAV file of exactly this message, for the voice link in the SMS (F6).
+
+        Written once, atomically, under `cache_dir/messages/` named by the hash of its bytes (so
+        the same message is one file); the generic message is served from `voice.fallback_dir`.
+        """
+        if prompt.source == "fallback":
+            path = fallback_path(prompt.language, self._fallback_dir())
+            return path if path.is_file() else fallback_path("en", self._fallback_dir())
+        data = prompt.wav()
+        path = self.cache.root / "messages" / f"{hashlib.sha256(data).hexdigest()}.wav"
+        if not path.is_file():
+            await asyncio.to_thread(write_atomic, path, data)
+        return path
 
     # ------------------------------------------------------------------------------------------
     # Pre-rendering
