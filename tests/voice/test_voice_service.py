@@ -183,3 +183,20 @@ async def test_service_refuses_to_start_without_the_generic_message(tmp_path: Pa
             await svc.start()
     finally:
         await svc.close()
+
+
+async def test_a_late_personal_message_still_arrives(tmp_path: Path) -> None:
+    # A render timeout no render can meet: ready() gives the generic message at once ...
+    cfg = make_config(tmp_path, render_timeout_s="0.001")
+    svc = await _started(cfg)
+    try:
+        sub = subscriber(uid="8001", room="801")
+        pending = svc.begin(sub, "en")
+        assert (await asyncio.wait_for(pending.ready(), 10)).source == "fallback"
+        # ... and the render that kept going delivers the personal message for the next loop.
+        late = await asyncio.wait_for(pending.personal(), 60)
+        assert late is not None and late.source == "piper"
+        assert "eight zero one" in late.text
+        assert svc.cache.contains(svc.segments(sub, "en").keys[1])
+    finally:
+        await svc.close()

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 import multiprocessing
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -48,6 +48,9 @@ FALLBACK_WARNING_ZH = (
     "unpacked beside it) for a natural one"
 )
 _PRERENDER_QUEUE_MAX = 100_000
+# How long PendingPrompt.personal() waits for a render that missed `render_timeout_s` (a burst of
+# SOS renders queues behind each other; a hung voice must still end).
+LATE_TIMEOUT_S = 120.0
 
 
 def _pcm(result: RenderResult) -> npt.NDArray[np.int16]:
@@ -57,17 +60,29 @@ def _pcm(result: RenderResult) -> npt.NDArray[np.int16]:
 class PendingPrompt:
     """A message being made ready while the call is set up."""
 
-    def __init__(self, opening: Prompt, task: asyncio.Task[Prompt]) -> None:
+    def __init__(
+        self, opening: Prompt, task: asyncio.Task[Prompt], late: Callable[[], Awaitable[Prompt]]
+    ) -> None:
         self.opening = opening
         """Playable at once: lead-in and the fixed first sentence (or the generic message)."""
         self._task = task
+        self._late = late
 
     def done(self) -> bool:
         return self._task.done()
 
     async def ready(self) -> Prompt:
-        """The full message (never raises: the generic message stands in for a failed render)."""
+        """The full message within `voice.render_timeout_s`; else the generic message. Never raises."""
         return await asyncio.shield(self._task)
+
+    async def personal(self) -> Prompt | None:
+        """The personal message even if it comes after `ready()` gave the generic one (None if it
+        cannot be rendered at all): a sender playing the generic message switches at a loop boundary."""
+        first = await self.ready()
+        if first.source != "fallback":
+            return first
+        late = await self._late()
+        return None if late.source == "fallback" else late
 
 
 class PromptService:
@@ -192,14 +207,22 @@ class PromptService:
             raise MediaError("prompt service not started")
         job = RenderJob(text, spec, self.settings, key, str(self.cache.root))
         fut = asyncio.wrap_future(pool.submit(run_job, job))
-        self._inflight[(key, urgent)] = fut
+        mark = (key, urgent)
+        self._inflight[mark] = fut
+
+        # The render outlives a waiter that gave up (SOS timeout): it finishes into the cache and a
+        # later request for the same text (PendingPrompt.personal()) joins it instead of starting over.
+        def finished(f: asyncio.Future[RenderResult]) -> None:
+            self._inflight.pop(mark, None)
+            if not f.cancelled():
+                f.exception()  # retrieved: a render nobody waits for any more must not warn
+
+        fut.add_done_callback(finished)
         try:
-            result = await fut
+            result = await asyncio.shield(fut)
         except BrokenProcessPool:
             self._replace_broken(pool, urgent=urgent)
             raise
-        finally:
-            self._inflight.pop((key, urgent), None)
         self.cache.note(result.key, result.size)
         if not self.cache.has_room():
             await asyncio.to_thread(self.cache.evict, {k for (_, k) in self._fixed})
@@ -241,16 +264,19 @@ class PromptService:
     def fallback(self, language: str) -> Prompt:
         return self._fallbacks.get(language) or self._fallbacks["en"]
 
-    async def ensure(self, subscriber: Subscriber, language: str, *, incident: str = "") -> Prompt:
+    async def ensure(
+        self, subscriber: Subscriber, language: str, *, incident: str = "", timeout_s: float | None = None
+    ) -> Prompt:
         """The full message for this subscriber in this language: cached, or rendered now.
 
         Never blocks the loop (file reads in a thread, synthesis in a process); never raises: a
-        failed or slow render gives the generic message from audio/ with a warning.
+        failed render, or one slower than `timeout_s` (default `voice.render_timeout_s`), gives the
+        generic message from audio/ with a warning; a slow render still completes into the cache.
         """
         log = bind(logger, incident=incident, uid=subscriber.uid, language=language)
         try:
             seg = self.segments(subscriber, language)
-            async with asyncio.timeout(self.cfg.voice.render_timeout_s):
+            async with asyncio.timeout(timeout_s or self.cfg.voice.render_timeout_s):
                 opening = await self._fixed_part("opening", seg.text.opening, seg.spec, seg.keys[0])
                 body = await self._segment(seg.text.body, seg.spec, seg.keys[1], urgent=True)
                 closing = await self._fixed_part("closing", seg.text.closing, seg.spec, seg.keys[2])
@@ -271,7 +297,11 @@ class PromptService:
         task = asyncio.get_running_loop().create_task(
             self.ensure(subscriber, language, incident=incident), name=f"prompt-{subscriber.uid}-{language}"
         )
-        return PendingPrompt(self.opening(language), task)
+
+        def late() -> Awaitable[Prompt]:
+            return self.ensure(subscriber, language, incident=incident, timeout_s=LATE_TIMEOUT_S)
+
+        return PendingPrompt(self.opening(language), task, late)
 
     async def wav_path(self, prompt: Prompt) -> Path:
         """A WAV file of exactly this message, for the voice link in the SMS (F6).
