@@ -56,6 +56,8 @@ class RtpPacket:
             if padding == 0:
                 raise RemoteProtocolError("RTP padding length is zero")
             end -= padding
+            if end < RTP_HEADER_BYTES:
+                raise RemoteProtocolError("RTP padding longer than the packet")
         pos = RTP_HEADER_BYTES + 4 * (b0 & 0x0F)
         if pos > end:
             raise RemoteProtocolError("RTP CSRC list truncated")
@@ -71,8 +73,6 @@ class RtpPacket:
                 raise RemoteProtocolError("RTP header extension truncated")
             extension = bytes(data[pos : pos + 4 * words])
             pos += 4 * words
-        if pos > end:
-            raise RemoteProtocolError("RTP padding longer than the packet")
         return cls(
             payload_type=b1 & 0x7F,
             sequence_number=seq,
