@@ -29,7 +29,7 @@ from voip_sos.rtp.events import RtpEvent
 from voip_sos.rtp.g711 import Codec
 from voip_sos.rtp.prompt import Prompt
 from voip_sos.rtp.receiver import ReceiveStats
-from voip_sos.rtp.session import MediaSession
+from voip_sos.rtp.session import RTCP_INTERVAL_S, MediaSession
 
 __all__ = ["GRID_S", "RtpEngine", "RtpSession", "RtpStats"]
 
@@ -59,6 +59,11 @@ class RtpStats:
 class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self, session: RtpSession, rtcp: bool) -> None:
         self.session, self.rtcp = session, rtcp
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.session._on_datagram(data, (addr[0], addr[1]), self.rtcp)
@@ -87,6 +92,7 @@ class RtpSession:
         self._log = bind(logger, **log_context, port=port)
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
+        self._endpoints: list[_Endpoint] = []
         self.closed = False
 
     @property
@@ -159,6 +165,9 @@ class RtpSession:
         for transport in (self._rtp, self._rtcp):
             if transport is not None:
                 transport.close()
+        # The sockets really close one loop iteration later; only then may the ports be reused.
+        if self._endpoints:
+            await asyncio.wait([e.lost for e in self._endpoints], timeout=1.0)
         self._engine._release(self)
         self._log.info(
             "rtp closed",
@@ -217,8 +226,10 @@ class RtpEngine:
         symmetric: bool = True,
         inband_dtmf: bool = True,
         cname: str | None = None,
+        rtcp_interval_s: float = RTCP_INTERVAL_S,
     ) -> None:
         self.ports = ports
+        self.rtcp_interval_s = rtcp_interval_s
         self.host = host
         self.symmetric = symmetric
         self.inband_dtmf = inband_dtmf
@@ -244,15 +255,17 @@ class RtpEngine:
             cname=self.cname,
             wall_offset_s=self._wall_offset_s,
             inband_dtmf=self.inband_dtmf,
+            rtcp_interval_s=self.rtcp_interval_s,
         )
         session = RtpSession(self, port, core, on_event, log_context or {})
         try:
-            session._rtp, _ = await self._loop.create_datagram_endpoint(
+            session._rtp, rtp_end = await self._loop.create_datagram_endpoint(
                 lambda: _Endpoint(session, rtcp=False), sock=rtp_sock
             )
-            session._rtcp, _ = await self._loop.create_datagram_endpoint(
+            session._rtcp, rtcp_end = await self._loop.create_datagram_endpoint(
                 lambda: _Endpoint(session, rtcp=True), sock=rtcp_sock
             )
+            session._endpoints = [rtp_end, rtcp_end]
         except BaseException:
             rtp_sock.close()
             rtcp_sock.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from voip_sos.errors import RemoteProtocolError
 from voip_sos.rtp.events import FirstPacketReceived, RemoteAddressLatched, RtpEvent
 from voip_sos.rtp.g711 import Codec
 from voip_sos.rtp.packet import is_rtcp
@@ -40,9 +41,11 @@ class MediaSession:
         cname: str,
         wall_offset_s: float = 0.0,
         inband_dtmf: bool = True,
+        rtcp_interval_s: float = RTCP_INTERVAL_S,
         rng: random.Random | None = None,
     ) -> None:
         self._rng = rng or random.SystemRandom()
+        self.rtcp_interval_s = rtcp_interval_s
         self.symmetric = symmetric
         self.cname = cname
         self.wall_offset_s = wall_offset_s  # Unix time minus monotonic time, for SR NTP stamps
@@ -101,7 +104,12 @@ class MediaSession:
 
     def receive_rtcp(self, data: bytes, addr: Addr, now: float) -> None:
         """A datagram on the RTCP port; raises RemoteProtocolError when it is malformed."""
-        for packet in parse_rtcp(data):
+        try:
+            packets = parse_rtcp(data)
+        except RemoteProtocolError:
+            self.receiver.invalid += 1
+            raise
+        for packet in packets:
             if isinstance(packet, SenderReport):
                 self.receiver.last_sr = ((packet.ntp >> 16) & 0xFFFFFFFF, now)
         if self.symmetric and addr != self.rtcp_remote:
@@ -164,7 +172,7 @@ class MediaSession:
         return sr + build_sdes(s.ssrc, self.cname)
 
     def _rtcp_interval(self) -> float:
-        return RTCP_INTERVAL_S * self._rng.uniform(0.5, 1.5)
+        return self.rtcp_interval_s * self._rng.uniform(0.5, 1.5)
 
     def next_event(self) -> RtpEvent | None:
         """The next event for the call, if any."""
