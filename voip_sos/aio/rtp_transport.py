@@ -136,6 +136,10 @@ class RtpSession:
         """Stop the prompt; silence keeps the stream alive."""
         self.core.sender.silence()
 
+    def set_sending(self, sending: bool) -> None:
+        """Follow hold/unhold (SDP direction): False stops our packets, True resumes the same stream."""
+        self.core.sender.pause(not sending)
+
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Send one key as RFC 4733 telephone-events (LocalProtocolError if none were negotiated)."""
         self.core.sender.send_dtmf(digit, duration_ms)

@@ -85,6 +85,7 @@ class RtpSender:
         self.packets_sent = 0
         self.octets_sent = 0  # payload octets (RFC 3550 §6.4.1 sender's octet count)
         self.slots_skipped = 0
+        self.paused = False
 
     # --- control -------------------------------------------------------------------------------
 
@@ -135,6 +136,15 @@ class RtpSender:
             raise LocalProtocolError("telephone-event was not negotiated")
         self._dtmf.append(_Dtmf(digit_to_event(digit), max(1, duration_ms // PTIME_MS)))
 
+    def pause(self, paused: bool) -> None:
+        """Stop or resume sending (RFC 3264 §8.4 hold: the far end answered recvonly/inactive).
+
+        While paused the schedule runs on (timestamps keep their meaning), no packet is built and
+        sequence numbers do not advance; the first packet after a pause carries the marker."""
+        if paused and not self.paused:
+            self._marker = True
+        self.paused = paused
+
     @property
     def started(self) -> bool:
         return self._start_at is not None
@@ -165,6 +175,9 @@ class RtpSender:
         due = int((now - self._start_at) / FRAME_SECONDS + 1e-6) + 1
         late = due - self._slot
         if late <= 0:
+            return []
+        if self.paused:
+            self._slot = due
             return []
         if late > MAX_BURST_FRAMES:
             skip = late - MAX_BURST_FRAMES
