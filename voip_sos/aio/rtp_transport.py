@@ -231,8 +231,10 @@ class RtpEngine:
         inband_dtmf: bool = True,
         cname: str | None = None,
         rtcp_interval_s: float = RTCP_INTERVAL_S,
+        inactivity_s: float | None = None,
     ) -> None:
         self.ports = ports
+        self.inactivity_s = inactivity_s
         self.rtcp_interval_s = rtcp_interval_s
         self.host = host
         self.symmetric = symmetric
@@ -260,6 +262,7 @@ class RtpEngine:
             wall_offset_s=self._wall_offset_s,
             inband_dtmf=self.inband_dtmf,
             rtcp_interval_s=self.rtcp_interval_s,
+            inactivity_s=self.inactivity_s,
         )
         session = RtpSession(self, port, core, on_event, log_context or {})
         try:
