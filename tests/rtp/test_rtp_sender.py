@@ -70,6 +70,7 @@ def test_absolute_schedule_never_drifts() -> None:
     assert s.next_due() is None and s.packets_due(T0) == []
     s.start(T0, ramp_prompt(2))
     assert s.next_due() == T0
+    assert s.packets_due(T0 - 0.005) == []  # an early wakeup sends nothing
     # A late wakeup sends what is due and the next due time stays on the grid: start + n * 20 ms.
     assert len(s.packets_due(T0 + 0.0131)) == 1
     assert s.next_due() == pytest.approx(T0 + FRAME_SECONDS)

@@ -87,7 +87,10 @@ def test_nothing_is_sent_before_the_far_address_is_known() -> None:
     s.start(0.0, SILENT)
     assert s.rtp_due(0.0) == []
     s.set_remote(SDP_ADDR, codec="PCMU", payload_type=0)
-    assert [RtpPacket.parse(p).payload_type for p in s.rtp_due(0.02)] == [0]
+    first = RtpPacket.parse(s.rtp_due(0.02)[0])
+    # Nothing was built for the slot without a destination: the far end sees no gap.
+    assert (first.payload_type, first.marker, s.sender.packets_sent) == (0, True, 1)
+    assert first.sequence_number == s.sender._seq - 1
 
 
 def test_sender_reports_every_interval_with_consistent_times() -> None:

@@ -14,6 +14,7 @@ lost. RFC 3550 §5.1 allows exactly that kind of timestamp jump.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from collections import deque
@@ -171,8 +172,7 @@ class RtpSender:
         """The packets whose slot has come by `now`, in order (usually one)."""
         if self._start_at is None:
             return []
-        # Slots due by now; the tiny epsilon absorbs float error of start + n * 0.02.
-        due = int((now - self._start_at) / FRAME_SECONDS + 1e-6) + 1
+        due = self._due_slots(now)
         late = due - self._slot
         if late <= 0:
             return []
@@ -189,6 +189,16 @@ class RtpSender:
             out.append(self._packet())
             self._slot += 1
         return out
+
+    def skip_due(self, now: float) -> None:
+        """Let the slots due by `now` pass unsent (no destination yet): no packet, no sequence number."""
+        if self._start_at is not None:
+            self._slot = max(self._slot, self._due_slots(now))
+
+    def _due_slots(self, now: float) -> int:
+        # Slots due by now; the tiny epsilon absorbs float error of start + n * 0.02.
+        assert self._start_at is not None
+        return math.floor((now - self._start_at) / FRAME_SECONDS + 1e-6) + 1
 
     def next_event(self) -> PromptPlayed | None:
         """The next PromptPlayed event, if any."""

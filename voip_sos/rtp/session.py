@@ -147,7 +147,11 @@ class MediaSession:
 
     def rtp_due(self, now: float) -> list[bytes]:
         """RTP packets due by `now`, to be sent to `remote` (nothing while it is unknown)."""
-        packets = self.sender.packets_due(now)
+        if self.remote is None:
+            self.sender.skip_due(now)
+            packets: list[bytes] = []
+        else:
+            packets = self.sender.packets_due(now)
         if self.inactivity_s is not None and self._quiet_since is not None and not self._timed_out:
             if self.sender.paused:
                 self._quiet_since = now
@@ -158,7 +162,7 @@ class MediaSession:
         while event is not None:
             self._events.append(event)
             event = self.sender.next_event()
-        return packets if self.remote is not None else []
+        return packets
 
     def rtcp_due(self, now: float) -> bytes | None:
         """The compound SR + SDES if one is due by `now`, to be sent to `rtcp_remote`."""
