@@ -200,3 +200,39 @@ async def test_a_late_personal_message_still_arrives(tmp_path: Path) -> None:
         assert svc.cache.contains(svc.segments(sub, "en").keys[1])
     finally:
         await svc.close()
+
+
+async def test_sweep_queues_what_another_process_added(cfg: Config) -> None:
+    import dataclasses
+
+    from voip_sos.directory import Contact, Directory, Stb
+
+    directory = await Directory.open(cfg.directory.url)
+    svc = await _started(cfg)
+    try:
+        for i, sub in enumerate(SAMPLES):
+            stbs = (Stb(ip=f"10.1.0.{i + 1}"),)
+            contacts = (Contact(name="Son", phone=f"+8613900000{i:02d}"),)
+            await directory.add(dataclasses.replace(sub, stbs=stbs, contacts=contacts))
+        # Three subscribers, one of them Mandarin-speaking: four messages (centre en + own zh).
+        assert await svc.sweep(directory, page=2) == 4
+        await asyncio.wait_for(svc.drain(), 60)
+        assert await svc.sweep(directory) == 0
+    finally:
+        await svc.close()
+        await directory.close()
+
+
+async def test_prerendering_stops_at_the_cache_bound(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, cache_max_mb="1")
+    svc = await _started(cfg)
+    try:
+        subs = [subscriber(uid=f"{9000 + i}") for i in range(12)]
+        assert svc.prerender_many(subs) == 12
+        await asyncio.wait_for(svc.drain(), 120)
+        # About 0.17 MB each: a 1 MB cache (with the fixed parts in it) holds only some of them.
+        cached = sum(svc.cache.contains(svc.segments(s, "en").keys[1]) for s in subs)
+        assert 2 <= cached < 12
+        assert svc.cache.total_bytes() <= 1024 * 1024 + 200_000
+    finally:
+        await svc.close()

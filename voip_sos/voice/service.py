@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,7 @@ from voip_sos.config import Config
 from voip_sos.directory.records import Subscriber
 from voip_sos.errors import ConfigError, MediaError
 from voip_sos.logs import bind
+from voip_sos.voice.batch import APPROX_MESSAGE_BYTES
 from voip_sos.voice.cache import write_atomic
 from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
@@ -38,7 +40,7 @@ from voip_sos.voice.prompt import Prompt, assemble, fallback_path, load_fallback
 from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init, worker_pid
 from voip_sos.voice.templates import LANGUAGES
 
-__all__ = ["PendingPrompt", "PromptService", "message_languages"]
+__all__ = ["PendingPrompt", "PromptService", "SubscriberSource", "message_languages"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,12 @@ LATE_TIMEOUT_S = 120.0
 
 def _pcm(result: RenderResult) -> npt.NDArray[np.int16]:
     return np.frombuffer(result.pcm, dtype=np.int16)
+
+
+class SubscriberSource(Protocol):
+    """What `sweep` needs from the directory (voip_sos.directory.Directory has it)."""
+
+    async def list(self, limit: int | None = None, offset: int = 0) -> list[Subscriber]: ...
 
 
 class PendingPrompt:
@@ -103,6 +111,7 @@ class PromptService:
         self._queued: set[tuple[str, str]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._inflight: dict[tuple[str, bool], asyncio.Future[RenderResult]] = {}
+        self._full_logged = False
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -327,25 +336,56 @@ class PromptService:
         Returns how many messages were queued (0 if already queued or the queue is full). Never
         blocks; safe to call for every row of a bulk import.
         """
-        queued = 0
-        for language in message_languages(subscriber, self.cfg.emergency.language):
-            mark = (subscriber.uid, language)
-            if mark in self._queued:
-                continue
-            try:
-                self._queue.put_nowait((subscriber, language))
-            except asyncio.QueueFull:
-                logger.warning(
-                    "prerender queue full; message will be rendered at SOS time",
-                    extra={"uid": subscriber.uid},
-                )
-                return queued
-            self._queued.add(mark)
-            queued += 1
-        return queued
+        return sum(
+            self._enqueue(subscriber, language)
+            for language in message_languages(subscriber, self.cfg.emergency.language)
+        )
+
+    def _enqueue(self, subscriber: Subscriber, language: str) -> int:
+        mark = (subscriber.uid, language)
+        if mark in self._queued:
+            return 0
+        try:
+            self._queue.put_nowait((subscriber, language))
+        except asyncio.QueueFull:
+            logger.warning(
+                "prerender queue full; message will be rendered at SOS time", extra={"uid": subscriber.uid}
+            )
+            return 0
+        self._queued.add(mark)
+        return 1
 
     def prerender_many(self, subscribers: Iterable[Subscriber]) -> int:
         return sum(self.prerender(s) for s in subscribers)
+
+    def _note_full(self) -> None:
+        if not self._full_logged:
+            self._full_logged = True
+            logger.warning(
+                "prompt cache at voice.cache_max_mb: pre-rendering paused, messages render at SOS time",
+                extra={"cache_mb": self.cache.total_bytes() // (1024 * 1024)},
+            )
+
+    async def sweep(self, directory: SubscriberSource, *, page: int = 1000) -> int:
+        """Queue every subscriber whose message is not in the cache; returns how many were queued.
+
+        For changes made by another process (`voip-sos directory add/update/import` while the
+        service runs): call it after an import and every few minutes. One stat per message; pages
+        through the directory so a million rows never sit in memory at once.
+        """
+        queued = 0
+        offset = 0
+        while self.cache.has_room(APPROX_MESSAGE_BYTES):
+            batch = await directory.list(limit=page, offset=offset)
+            if not batch:
+                break
+            offset += len(batch)
+            for sub in batch:
+                for language in message_languages(sub, self.cfg.emergency.language):
+                    key = self.segments(sub, language).keys[1]
+                    if not await asyncio.to_thread(self.cache.contains, key):
+                        queued += self._enqueue(sub, language)
+        return queued
 
     async def drain(self) -> None:
         """Wait until the pre-render queue is empty (tests, `prompts render`)."""
@@ -357,7 +397,10 @@ class PromptService:
             self._queued.discard((subscriber.uid, language))
             try:
                 seg = self.segments(subscriber, language)
-                if not self.cache.contains(seg.keys[1]):
+                if not self.cache.has_room(APPROX_MESSAGE_BYTES):
+                    # Pre-rendering never evicts: at the bound the rest is rendered at SOS time.
+                    self._note_full()
+                elif not await asyncio.to_thread(self.cache.contains, seg.keys[1]):
                     if seg.spec.is_fallback:
                         logger.warning(FALLBACK_WARNING_ZH, extra={"uid": subscriber.uid})
                     await self._render(seg.text.body, seg.spec, seg.keys[1], urgent=False)
