@@ -241,6 +241,8 @@ async def write_children(conn: AsyncConnection, sid: int, sub: Subscriber, *, ke
         else:
             await conn.execute(insert(stbs).values(subscriber_id=sid, ip=ip, secret_hex=secret_hex))
     await conn.execute(delete(contacts).where(contacts.c.subscriber_id == sid))
+    if not sub.contacts:
+        return
     await conn.execute(
         insert(contacts),
         [
