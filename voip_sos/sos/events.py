@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voip_sos.sos.wire import Message, RejectReason, StatusCode
+from voip_sos.sos.wire import Message, MsgType, RejectReason, StatusCode
 
 __all__ = [
     "Addr",
@@ -57,6 +57,8 @@ class ReceiptSent:
     """Incident the request belongs to (0 for a HEARTBEAT without an open incident)."""
     ip: str
     """The STB."""
+    kind: MsgType
+    """What was answered (SOS, CANCEL, UPDATE, HEARTBEAT)."""
     again: bool
     """True when the request had been answered before (retransmission or replay: nothing started)."""
 

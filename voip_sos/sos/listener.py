@@ -297,7 +297,7 @@ class SosListener:
         while len(self._answered) > self.settings.receipt_cache:
             self._answered.popitem(last=False)
         self._out.append((reply, p.source))
-        self._events.append(ReceiptSent(msg.request_id, incident_id, msg.ip, again))
+        self._events.append(ReceiptSent(msg.request_id, incident_id, msg.ip, msg.type, again))
 
     def refused(self, ticket: int, reason: RejectReason, now: float) -> None:
         """The request cannot be carried out (e.g. CANCEL without an open incident); queues a REJECT."""

@@ -1,0 +1,298 @@
+"""Durable record of every SOS request and every step of every incident (the audit log).
+
+`record()` takes a batch of authenticated requests and commits them in one transaction (group
+commit: one fsync for a surge of presses), returning for each the incident it belongs to. It uses no
+savepoints and no in-memory state for deduplication: `INSERT … ON CONFLICT DO NOTHING RETURNING`
+against the unique request id and the partial unique "one open incident per STB" index lets the
+database decide, so two backends sharing PostgreSQL, racing on the same press, agree on one
+incident. Everything returned is a plain dataclass; SQLAlchemy stays in this module.
+
+The incidents runner appends its own steps (calls, SMS, confirmations) with `append_events()`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from voip_sos.directory.models import stbs
+from voip_sos.incidents.tables import incident_events, incidents
+
+__all__ = [
+    "EventRecord",
+    "Incident",
+    "IncidentEvent",
+    "IncidentStore",
+    "Recorded",
+    "RequestRecord",
+]
+
+# Kinds of request the listener records; the event kind written for each.
+_REQUEST_EVENT = {"sos": "sos_received", "cancel": "cancel_received", "update": "update_received"}
+_RACE_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """An authenticated request to record."""
+
+    kind: str
+    """sos, cancel, update or heartbeat."""
+    request_id: bytes
+    """The STB's 128-bit request id."""
+    stb_ip: str
+    """The STB."""
+    uid: str
+    """Its subscriber."""
+    at: datetime
+    """When it arrived (aware UTC)."""
+    test: bool = False
+    """SOS with the TEST flag."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    """What else goes into the log entry (sequence number, STB time, source, door code …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording a request did."""
+
+    incident_id: int | None
+    """The incident it belongs to; None: CANCEL/UPDATE with no open incident (nothing recorded)."""
+    again: bool = False
+    """The request id had been recorded before: a retransmission or replay; nothing started."""
+    opened: bool = False
+    """This SOS opened the incident (False: it joined an open one)."""
+    closed: bool = False
+    """This CANCEL closed the incident."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A step to append to an incident's log."""
+
+    incident_id: int
+    kind: str
+    at: datetime
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: int
+    stb_ip: str
+    uid: str
+    test: bool
+    state: str
+    opened_at: datetime
+    closed_at: datetime | None
+    close_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    id: int
+    incident_id: int
+    at: datetime
+    kind: str
+    request_id: str | None
+    detail: dict[str, Any]
+
+
+def _naive(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
+
+
+class IncidentStore:
+    """Incidents and their event log in the directory's database (shares its engine)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = engine.dialect.name
+        self._insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def record(
+        self, items: Sequence[RequestRecord], events: Sequence[EventRecord] = ()
+    ) -> list[Recorded]:
+        """Record requests (and pending log entries) in one transaction; one result per request."""
+        async with self._engine.begin() as conn:
+            if events:
+                await self._append(conn, events)
+            return [await self._record_one(conn, item) for item in items]
+
+    async def append_events(self, events: Sequence[EventRecord]) -> None:
+        """Append steps to incidents' logs (the log is append-only: nothing is ever updated)."""
+        if events:
+            async with self._engine.begin() as conn:
+                await self._append(conn, events)
+
+    async def close(self, incident_id: int, at: datetime, reason: str, state: str = "closed") -> bool:
+        """Close an open incident; False if it was not open."""
+        async with self._engine.begin() as conn:
+            return await self._close(conn, incident_id, at, reason, state)
+
+    async def _append(self, conn: AsyncConnection, events: Sequence[EventRecord]) -> None:
+        await conn.execute(
+            insert(incident_events),
+            [
+                {"incident_id": e.incident_id, "at": _naive(e.at), "kind": e.kind, "detail": _json(e.detail)}
+                for e in events
+            ],
+        )
+
+    async def _record_one(self, conn: AsyncConnection, item: RequestRecord) -> Recorded:
+        if item.kind == "heartbeat":
+            await conn.execute(
+                update(stbs).where(stbs.c.ip == item.stb_ip).values(last_seen_at=_naive(item.at))
+            )
+            return Recorded(await self._open_incident(conn, item.stb_ip) or 0)
+        for _ in range(_RACE_RETRIES):
+            prior = await self._incident_of_request(conn, item.request_id)
+            if prior is not None:
+                return Recorded(prior, again=True)
+            open_id = await self._open_incident(conn, item.stb_ip)
+            opened = False
+            if item.kind == "sos" and open_id is None:
+                open_id = await self._try_open(conn, item)
+                opened = open_id is not None
+                if open_id is None:
+                    continue  # another backend opened one just now: join it on the next pass
+            if open_id is None:
+                return Recorded(None)
+            detail = {**item.detail, "uid": item.uid}
+            if item.kind == "sos":
+                detail |= {"test": item.test, "joined": not opened}
+            if not await self._try_log_request(conn, open_id, item, detail):
+                continue  # another backend recorded this very request: answer as a replay
+            if opened:
+                await self._append(
+                    conn, [EventRecord(open_id, "incident_opened", item.at, {"uid": item.uid})]
+                )
+            if item.kind == "cancel":
+                closed = await self._close(conn, open_id, item.at, "cancelled from the STB", "cancelled")
+                return Recorded(open_id, closed=closed)
+            return Recorded(open_id, opened=opened)
+        raise RuntimeError(f"request {item.request_id.hex()} kept racing with another backend")
+
+    async def _incident_of_request(self, conn: AsyncConnection, request_id: bytes) -> int | None:
+        q = select(incident_events.c.incident_id).where(incident_events.c.request_id == request_id.hex())
+        return (await conn.execute(q)).scalar_one_or_none()
+
+    async def _open_incident(self, conn: AsyncConnection, stb_ip: str) -> int | None:
+        q = select(incidents.c.id).where(incidents.c.stb_ip == stb_ip, incidents.c.closed_at.is_(None))
+        return (await conn.execute(q)).scalar_one_or_none()
+
+    async def _try_open(self, conn: AsyncConnection, item: RequestRecord) -> int | None:
+        stmt = (
+            self._insert(incidents)
+            .values(
+                stb_ip=item.stb_ip,
+                uid=item.uid,
+                test=item.test,
+                state="open",
+                opened_at=_naive(item.at),
+                opened_by=item.request_id.hex(),
+            )
+            .on_conflict_do_nothing()
+            .returning(incidents.c.id)
+        )
+        return (await conn.execute(stmt)).scalar_one_or_none()
+
+    async def _try_log_request(
+        self, conn: AsyncConnection, incident_id: int, item: RequestRecord, detail: dict[str, Any]
+    ) -> bool:
+        stmt = (
+            self._insert(incident_events)
+            .values(
+                incident_id=incident_id,
+                at=_naive(item.at),
+                kind=_REQUEST_EVENT[item.kind],
+                request_id=item.request_id.hex(),
+                detail=_json(detail),
+            )
+            .on_conflict_do_nothing()
+            .returning(incident_events.c.id)
+        )
+        return (await conn.execute(stmt)).scalar_one_or_none() is not None
+
+    async def _close(
+        self, conn: AsyncConnection, incident_id: int, at: datetime, reason: str, state: str
+    ) -> bool:
+        result = await conn.execute(
+            update(incidents)
+            .where(incidents.c.id == incident_id, incidents.c.closed_at.is_(None))
+            .values(closed_at=_naive(at), state=state, close_reason=reason)
+        )
+        if not result.rowcount:
+            return False
+        await self._append(
+            conn, [EventRecord(incident_id, "incident_closed", at, {"state": state, "reason": reason})]
+        )
+        return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, incident_id: int) -> Incident | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(incidents).where(incidents.c.id == incident_id))).first()
+        return _incident(row) if row is not None else None
+
+    async def list(self, *, open_only: bool = False, limit: int = 100) -> list[Incident]:
+        """Newest first."""
+        q = select(incidents).order_by(incidents.c.id.desc()).limit(limit)
+        if open_only:
+            q = q.where(incidents.c.closed_at.is_(None))
+        async with self._engine.connect() as conn:
+            return [_incident(r) for r in await conn.execute(q)]
+
+    async def count(self, *, open_only: bool = False) -> int:
+        q = select(func.count()).select_from(incidents)
+        if open_only:
+            q = q.where(incidents.c.closed_at.is_(None))
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one())
+
+    async def events(self, incident_id: int) -> builtins.list[IncidentEvent]:
+        """The incident's log in the order it was written."""
+        q = (
+            select(incident_events)
+            .where(incident_events.c.incident_id == incident_id)
+            .order_by(incident_events.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [
+                IncidentEvent(
+                    r.id, r.incident_id, _aware(r.at) or r.at, r.kind, r.request_id, json.loads(r.detail)
+                )
+                for r in await conn.execute(q)
+            ]
+
+
+def _incident(r: Any) -> Incident:
+    return Incident(
+        id=r.id,
+        stb_ip=r.stb_ip,
+        uid=r.uid,
+        test=bool(r.test),
+        state=r.state,
+        opened_at=_aware(r.opened_at) or r.opened_at,
+        closed_at=_aware(r.closed_at),
+        close_reason=r.close_reason,
+    )
