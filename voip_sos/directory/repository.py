@@ -7,6 +7,7 @@ SQLAlchemy Core in one transaction each; the SOS lookup takes the dedicated read
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +113,7 @@ class Directory:
 
     async def add(self, sub: Subscriber) -> Subscriber:
         """Insert a new subscriber; refuses an existing uid or an STB IP owned by someone else."""
+        sub = _normalised(sub)
         now = utcnow()
         try:
             async with self._engine.begin() as conn:
@@ -131,6 +133,7 @@ class Directory:
 
     async def replace(self, sub: Subscriber, *, keep_secrets: bool = False) -> Subscriber:
         """Overwrite an existing subscriber's record (STB last-seen times of kept IPs survive)."""
+        sub = _normalised(sub)
         now = utcnow()
         try:
             async with self._engine.begin() as conn:
@@ -185,6 +188,19 @@ class Directory:
             except DirectoryError as known:
                 return known
         return DirectoryError(f"subscriber {sub.uid}: refused by the database: {exc.orig}")
+
+
+def _normalised(sub: Subscriber) -> Subscriber:
+    """IPs in their canonical form, so every textual form of one address is one key."""
+    try:
+        stb_list = tuple(dataclasses.replace(s, ip=normalize_ip(s.ip)) for s in sub.stbs)
+    except FieldError as exc:
+        raise DirectoryError(f"subscriber {sub.uid}: {exc}") from None
+    if not stb_list:
+        raise DirectoryError(f"subscriber {sub.uid}: at least one STB IP is needed")
+    if len({s.ip for s in stb_list}) != len(stb_list):
+        raise DirectoryError(f"subscriber {sub.uid}: the same STB IP is given twice")
+    return dataclasses.replace(sub, stbs=stb_list)
 
 
 async def _subscriber_id(conn: AsyncConnection, uid: str) -> int | None:

@@ -35,8 +35,11 @@ SECRET_MIN_BYTES = 16
 SECRET_MAX_BYTES = 64
 
 _UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PHONE_RE = re.compile(r"^\+?[0-9*#]{1,32}$")
+# Digits, * and # (service codes), an optional leading +, and at least one digit.
+_PHONE_RE = re.compile(r"^\+?(?=[*#]*[0-9])[0-9*#]{1,32}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
+_IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class FieldError(ValueError):
@@ -59,12 +62,17 @@ def parse_uid(value: str) -> str:
 
 
 def parse_text(column: str, value: str, *, required: bool = False, limit: int = MAX_TEXT_CHARS) -> str:
+    """Free text: runs of white space folded to one space (notes keep their line breaks)."""
+    if not value:
+        if required:
+            raise FieldError(column, "must not be empty")
+        return ""
     text = " ".join(value.split()) if column != "notes" else value.strip()
     if required and not text:
         raise FieldError(column, "must not be empty")
     if len(text) > limit:
         raise FieldError(column, f"is {len(text)} characters long, at most {limit} allowed")
-    if any(ord(c) < 32 and c not in "\n\t" for c in text):
+    if _CONTROL_RE.search(text):
         raise FieldError(column, f"{_q(value)} contains control characters")
     return text
 
@@ -79,6 +87,9 @@ def parse_language(value: str, default: str) -> str:
 def normalize_ip(value: str, column: str = "stb_ip") -> str:
     """The canonical text form of an IP; IPv4-mapped IPv6 becomes IPv4 (dual-stack sockets show it)."""
     text = value.strip()
+    m = _IPV4_RE.match(text)
+    if m and all(int(o) < 256 and (o == "0" or o[0] != "0") for o in m.groups()):
+        return text  # the common case, without ipaddress's heavier parse
     try:
         if "%" in text:
             raise ValueError
@@ -92,7 +103,7 @@ def normalize_ip(value: str, column: str = "stb_ip") -> str:
 
 def parse_phone(value: str, column: str = "contacts") -> str:
     text = value.strip()
-    if not _PHONE_RE.match(text) or not any(c.isdigit() for c in text):
+    if not _PHONE_RE.match(text):
         raise FieldError(
             column, f"{_q(value)} is not a phone number (digits with optional leading +, and * or #)"
         )
