@@ -1,22 +1,13 @@
-"""Helpers shared by the SOS tests: a provisioned directory on a real SQLite file, PostgreSQL databases."""
+"""Helpers shared by the SOS tests: STB addresses, secrets, provisioning a real directory."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from voip_sos.directory import Address, Contact, Directory, Stb, Subscriber
-
-PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
 def stb_ip(n: int) -> str:
-    """Distinct loopback addresses for STB number n (127.0.1.0 upwards; 127.0.0.1 stays the backend's)."""
-    return f"127.{(n >> 16) & 0xFF}.{1 + ((n >> 8) & 0xFF)}.{n & 0xFF}"
+    """Distinct loopback addresses for STB number n: 127.0.1.1 upwards (127.0.0.x stay the backends')."""
+    return f"127.{n // 62500}.{1 + (n // 250) % 250}.{1 + n % 250}"
 
 
 def secret_of(n: int) -> bytes:
@@ -40,20 +31,3 @@ async def provision(d: Directory, count: int, *, secrets: bool = True, first: in
         )
         ips.append(ip)
     return ips
-
-
-@contextlib.asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A fresh, uniquely named PostgreSQL database (dropped afterwards); yields its URL."""
-    name = f"sos_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from test_sos_listener_core import A_IP, A_KEY, DIRECTORY, WALL0
 
+from tests.sos.test_sos_listener_core import A_IP, A_KEY, DIRECTORY, WALL0
 from voip_sos.errors import LocalProtocolError
 from voip_sos.sos.events import Addr, RequestAuthenticated, RequestParsed, StatusSeen
 from voip_sos.sos.listener import ListenerSettings, SosListener
