@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -135,7 +135,7 @@ class IncidentStore:
         async with self._engine.begin() as conn:
             if events:
                 await self._append(conn, events)
-            return [await self._record_one(conn, item) for item in items]
+            return await self._record_batch(conn, items)
 
     async def append_events(self, events: Sequence[EventRecord]) -> None:
         """Append steps to incidents' logs (the log is append-only: nothing is ever updated)."""
@@ -157,6 +157,119 @@ class IncidentStore:
             ],
         )
 
+    async def _record_batch(self, conn: AsyncConnection, items: Sequence[RequestRecord]) -> list[Recorded]:
+        """A handful of set-based statements for the whole batch, whatever its size.
+
+        The fast path takes SOS and UPDATE requests of STBs that appear once in the batch; anything
+        else (CANCEL, several requests of one STB, a race lost to another backend) goes through
+        `_record_one` in arrival order, which is exact but costs a few statements per request.
+        """
+        results: list[Recorded | None] = [None] * len(items)
+        beats = [i for i, it in enumerate(items) if it.kind == "heartbeat"]
+        others = [i for i, it in enumerate(items) if it.kind != "heartbeat"]
+        if beats:
+            await conn.execute(
+                update(stbs).where(stbs.c.ip == bindparam("b_ip")).values(last_seen_at=bindparam("b_at")),
+                [{"b_ip": items[i].stb_ip, "b_at": _naive(items[i].at)} for i in beats],
+            )
+        rids = [items[i].request_id.hex() for i in others]
+        prior: dict[str, int] = {}
+        if rids:
+            q = select(incident_events.c.request_id, incident_events.c.incident_id).where(
+                incident_events.c.request_id.in_(rids)
+            )
+            prior = {r[0]: r[1] for r in await conn.execute(q)}
+        ips = sorted({it.stb_ip for it in items})
+        q = select(incidents.c.stb_ip, incidents.c.id).where(
+            incidents.c.closed_at.is_(None), incidents.c.stb_ip.in_(ips)
+        )
+        open_ids: dict[str, int] = {r[0]: r[1] for r in await conn.execute(q)}
+        per_ip: dict[str, int] = {}
+        for i in others:
+            per_ip[items[i].stb_ip] = per_ip.get(items[i].stb_ip, 0) + 1
+        fast: list[int] = []
+        slow: list[int] = []
+        for i in others:
+            it = items[i]
+            if it.request_id.hex() in prior and per_ip[it.stb_ip] == 1:
+                results[i] = Recorded(prior[it.request_id.hex()], again=True)
+            elif it.kind in ("sos", "update") and per_ip[it.stb_ip] == 1:
+                fast.append(i)
+            else:
+                slow.append(i)
+        to_open = [i for i in fast if items[i].kind == "sos" and items[i].stb_ip not in open_ids]
+        opened: dict[str, int] = {}
+        if to_open:
+            rows = [
+                {
+                    "stb_ip": items[i].stb_ip,
+                    "uid": items[i].uid,
+                    "test": items[i].test,
+                    "state": "open",
+                    "opened_at": _naive(items[i].at),
+                    "opened_by": items[i].request_id.hex(),
+                }
+                for i in to_open
+            ]
+            stmt = self._insert(incidents).values(rows).on_conflict_do_nothing()
+            opened = {
+                r[0]: r[1] for r in await conn.execute(stmt.returning(incidents.c.stb_ip, incidents.c.id))
+            }
+        logged: list[tuple[int, int, bool]] = []
+        for i in fast:
+            it = items[i]
+            if it.stb_ip in opened:
+                logged.append((i, opened[it.stb_ip], True))
+            elif it.stb_ip in open_ids:
+                logged.append((i, open_ids[it.stb_ip], False))
+            elif it.kind == "update":
+                results[i] = Recorded(None)
+            else:
+                slow.append(i)  # another backend opened one just now
+        if logged:
+            rows = [
+                {
+                    "incident_id": incident_id,
+                    "at": _naive(items[i].at),
+                    "kind": _REQUEST_EVENT[items[i].kind],
+                    "request_id": items[i].request_id.hex(),
+                    "detail": _json(self._request_detail(items[i], opened=was_opened)),
+                }
+                for i, incident_id, was_opened in logged
+            ]
+            stmt = self._insert(incident_events).values(rows).on_conflict_do_nothing()
+            done = {r[0] for r in await conn.execute(stmt.returning(incident_events.c.request_id))}
+            opened_events = []
+            for i, incident_id, was_opened in logged:
+                if items[i].request_id.hex() not in done:
+                    slow.append(i)  # another backend recorded this very request
+                    continue
+                results[i] = Recorded(incident_id, opened=was_opened)
+                if was_opened:
+                    opened_events.append(
+                        EventRecord(incident_id, "incident_opened", items[i].at, {"uid": items[i].uid})
+                    )
+            if opened_events:
+                await self._append(conn, opened_events)
+        for i in sorted(slow):
+            results[i] = await self._record_one(conn, items[i])
+        # Heartbeats last, so one sharing a batch with its STB's SOS or CANCEL names the outcome.
+        changed = {items[i].stb_ip for i in slow}
+        for i in beats:
+            ip = items[i].stb_ip
+            known = opened.get(ip, open_ids.get(ip))
+            current = await self._open_incident(conn, ip) if ip in changed else known
+            results[i] = Recorded(current or 0)
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _request_detail(item: RequestRecord, *, opened: bool) -> dict[str, Any]:
+        detail = {**item.detail, "uid": item.uid}
+        if item.kind == "sos":
+            detail |= {"test": item.test, "joined": not opened}
+        return detail
+
     async def _record_one(self, conn: AsyncConnection, item: RequestRecord) -> Recorded:
         if item.kind == "heartbeat":
             await conn.execute(
@@ -176,9 +289,7 @@ class IncidentStore:
                     continue  # another backend opened one just now: join it on the next pass
             if open_id is None:
                 return Recorded(None)
-            detail = {**item.detail, "uid": item.uid}
-            if item.kind == "sos":
-                detail |= {"test": item.test, "joined": not opened}
+            detail = self._request_detail(item, opened=opened)
             if not await self._try_log_request(conn, open_id, item, detail):
                 continue  # another backend recorded this very request: answer as a replay
             if opened:
