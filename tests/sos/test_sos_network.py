@@ -54,6 +54,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
         yield b
     finally:
         await b.proto.close()
+        await b.store.aclose()
         await b.directory.close()
 
 

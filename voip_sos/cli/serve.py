@@ -103,6 +103,7 @@ async def run_serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
         finally:
             logger.info("stopping: finishing requests in flight")
             await proto.close()
+            await store.aclose()
             logger.info("stopped", extra={"counters": dict(proto.core.counters)})
     finally:
         await directory.close()
