@@ -155,3 +155,23 @@ def test_missing_file_and_bad_header(cli: Cli, tmp_path: Path) -> None:
     bad.write_text("uid,name,phone\n", encoding="utf-8")
     r = cli("directory", "import", str(bad))
     assert r.returncode == 1 and "unknown column(s) phone" in r.stderr
+
+
+async def test_running_backend_sees_cli_changes_without_restart(cli: Cli) -> None:
+    """The backend's lookup path sees a record added, changed and removed by another process."""
+    from voip_sos.directory import Directory
+
+    assert cli("directory", "list").returncode == 0  # creates and migrates the file
+    backend = await Directory.open(f"sqlite+aiosqlite:///{cli.workdir / 'directory.db'}")
+    try:
+        assert await backend.lookup_stb("10.1.0.1") is None
+        assert cli(*ADD).returncode == 0
+        match = await backend.lookup_stb("10.1.0.1")
+        assert match is not None and match.subscriber.name == "王芳"
+        assert cli("directory", "update", "--uid", "U1001", "--room", "503").returncode == 0
+        match = await backend.lookup_stb("10.1.0.1")
+        assert match is not None and match.subscriber.address.room == "503"
+        assert cli("directory", "remove", "--uid", "U1001").returncode == 0
+        assert await backend.lookup_stb("10.1.0.1") is None
+    finally:
+        await backend.close()

@@ -8,7 +8,6 @@ million rows import in well under a minute.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -209,8 +208,7 @@ def _same(a: Subscriber, b: Subscriber, secrets_managed: bool) -> bool:
 
 
 class _RowSource:
-    """Parses and checks rows chunk by chunk, in order; runs in a worker thread so that parsing the
-    next chunk overlaps with the database writing the previous one."""
+    """Parses and checks rows chunk by chunk, in file order."""
 
     def __init__(self, text: str, default_language: str) -> None:
         self._rows = _rows(text)
@@ -265,34 +263,25 @@ async def import_csv(
     now = utcnow()
     async with directory.engine.connect() as conn:
         trans = await conn.begin()
-        writing: asyncio.Task[None] | None = None
         try:
             # Take the write lock first, so the reads below see what we will write against (SQLite).
             await conn.execute(
                 update(subscribers).where(subscribers.c.id < 0).values(name=subscribers.c.name)
             )
+            initially_empty = (await conn.execute(select(subscribers.c.id).limit(1))).first() is None
             while not source.done:
-                chunk, errors, rejected = await asyncio.to_thread(source.next_chunk)
+                chunk, errors, rejected = source.next_chunk()
                 result.errors.extend(errors)
                 result.rejected += rejected
-                if writing is not None:
-                    await writing
-                bar.update(len(chunk) + rejected)
                 if chunk:
-                    writing = asyncio.create_task(
-                        _apply_chunk(conn, chunk, result, secrets_managed, now, changed)
-                    )
-            if writing is not None:
-                await writing
-                writing = None
+                    await _apply_chunk(conn, chunk, result, secrets_managed, now, changed, initially_empty)
+                bar.update(len(chunk) + rejected)
             if dry_run or (strict and result.rejected):
                 await trans.rollback()
             else:
                 await trans.commit()
                 result.committed = True
         except BaseException:
-            if writing is not None:
-                writing.cancel()
             await trans.rollback()
             raise
         finally:
@@ -330,26 +319,27 @@ async def _apply_chunk(
     secrets_managed: bool,
     now: datetime,
     changed: list[Subscriber],
+    initially_empty: bool,
 ) -> None:
-    uids = [sub.uid for _, sub in chunk]
-    ids = {
-        r.uid: int(r.id)
-        for r in await conn.execute(
-            select(subscribers.c.id, subscribers.c.uid).where(subscribers.c.uid.in_(uids))
-        )
-    }
-    existing = {
-        s.uid: s for s in await load_subscribers(conn, select(subscribers).where(subscribers.c.uid.in_(uids)))
-    }
-    all_ips = [t.ip for _, sub in chunk for t in sub.stbs]
-    owners: dict[str, str] = {
-        r.ip: r.uid
-        for r in await conn.execute(
+    ids: dict[str, int] = {}
+    existing: dict[str, Subscriber] = {}
+    owners: dict[str, str] = {}
+    if not initially_empty:
+        # Only rows that were in the database before this import can clash or be updated: within
+        # the file, uids and IPs are already unique (see _file_conflicts).
+        uids = [sub.uid for _, sub in chunk]
+        query = select(subscribers.c.id, subscribers.c.uid).where(subscribers.c.uid.in_(uids))
+        ids = {r.uid: int(r.id) for r in await conn.execute(query)}
+        if ids:
+            found = await load_subscribers(conn, select(subscribers).where(subscribers.c.uid.in_(list(ids))))
+            existing = {s.uid: s for s in found}
+        all_ips = [t.ip for _, sub in chunk for t in sub.stbs]
+        owner_query = (
             select(stbs.c.ip, subscribers.c.uid)
             .join(subscribers, subscribers.c.id == stbs.c.subscriber_id)
             .where(stbs.c.ip.in_(all_ips))
         )
-    }
+        owners = {r.ip: r.uid for r in await conn.execute(owner_query)}
     new: list[tuple[int, Subscriber]] = []
     for line, sub in chunk:
         taken = [t.ip for t in sub.stbs if owners.get(t.ip, sub.uid) != sub.uid]
