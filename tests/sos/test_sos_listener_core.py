@@ -220,7 +220,7 @@ def test_drops_are_logged_once_per_source_per_minute(caplog: pytest.LogCaptureFi
 def _status_setup() -> tuple[Harness, int]:
     h = Harness()
     h.send(request(A_IP, A_KEY), (A_IP, 4000))
-    seq = h.core.send_status(1, A_IP, StatusCode.NOT_REACHED, h.now)
+    seq = h.core.send_status(1, A_IP, StatusCode.NOBODY_REACHED, h.now)
     return h, seq
 
 
@@ -233,7 +233,7 @@ def test_status_is_resent_on_the_schedule_until_seen() -> None:
     h, seq = _status_setup()
     [(data, addr)] = h.core.datagrams_to_send(0.0)
     st = parse(data)
-    assert addr == (A_IP, 4000) and st.type is MsgType.STATUS and st.status is StatusCode.NOT_REACHED
+    assert addr == (A_IP, 4000) and st.type is MsgType.STATUS and st.status is StatusCode.NOBODY_REACHED
     assert st.verify(A_KEY) and st.seq == seq == 1
     sends = []
     for _ in range(4):
@@ -255,7 +255,7 @@ def test_status_gives_up_and_newer_status_replaces_older() -> None:
     h.core.send_status(1, A_IP, StatusCode.CALLING, 0.1)
     [(data, _)] = h.core.datagrams_to_send(0.1)
     assert parse(data).seq == 2
-    assert len(h.core._outgoing) == 1  # the unseen NOT_REACHED is no longer resent
+    assert len(h.core._outgoing) == 1  # the unseen NOBODY_REACHED is no longer resent
     t = h.core.get_timer()
     while t is not None:
         h.core.handle_timer(t)

@@ -78,7 +78,7 @@ async def test_hundred_stbs_through_thirty_percent_loss_each_way(backend: Backen
         # STATUS reaches every STB (resent through the loss until SEEN).
         statuses = await asyncio.wait_for(asyncio.gather(*(c.statuses.get() for c in clients)), 60)
         assert [s.incident_id for s in statuses] == ids
-        assert all(s.status is StatusCode.NOT_REACHED for s in statuses)
+        assert all(s.status is StatusCode.NOBODY_REACHED for s in statuses)
         for _ in range(600):
             if backend.proto.core.get_timer() is None:
                 break

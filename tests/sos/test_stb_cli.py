@@ -36,7 +36,7 @@ def test_stb_commands_exit_codes_and_json(cli: Cli, tmp_path: Path) -> None:
         incident = out["incident_id"]
         assert isinstance(incident, int) and incident > 0
         assert out["statuses"] == [
-            {"incident_id": incident, "status": "not_reached", "seq": 1, "detail": None}
+            {"incident_id": incident, "status": "nobody_reached", "seq": 1, "detail": None}
         ]
         code, out = _stb(cli, serve, "update", "--door-code", "482913", "--parking-code", "P-7")
         assert (code, out["incident_id"]) == (0, incident)

@@ -67,7 +67,7 @@ def status_hook(proto: SosListenerProtocol) -> Any:
         if res.incident_id is None or res.again:
             return
         if res.opened:
-            proto.send_status(res.incident_id, rec.stb_ip, StatusCode.NOT_REACHED)
+            proto.send_status(res.incident_id, rec.stb_ip, StatusCode.NOBODY_REACHED)
         elif res.closed:
             proto.send_status(res.incident_id, rec.stb_ip, StatusCode.CLOSED, "cancelled")
 

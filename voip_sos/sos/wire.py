@@ -99,7 +99,7 @@ class RejectReason(enum.IntEnum):
 class StatusCode(enum.IntEnum):
     """Progress of an incident as the TV should show it (STATUS's STATUS field)."""
 
-    NOT_REACHED = 1
+    NOBODY_REACHED = 1
     CALLING = 2
     CONFIRMED_CENTRE = 3
     CONFIRMED_CONTACT = 4
