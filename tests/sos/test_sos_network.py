@@ -17,7 +17,7 @@ from tests.sos.relay import start_relay
 from tests.sos.sos_support import provision, secret_of, stb_ip
 from voip_sos.aio.sos_listener import SosListenerProtocol, start_sos_listener
 from voip_sos.cli.serve import status_hook
-from voip_sos.directory import Directory
+from voip_sos.directory import Address, Contact, Directory, Stb, Subscriber
 from voip_sos.incidents.store import IncidentStore, Recorded, RequestRecord
 from voip_sos.sos.listener import ListenerSettings
 from voip_sos.sos.wire import Message, MsgType, RejectReason, StatusCode, encode
@@ -198,3 +198,30 @@ async def test_rejects_reach_authenticated_senders_over_the_socket(backend: Back
         assert stb_ip(0) not in {m.stb.ip for m in silent} and len(silent) == 99
     finally:
         c.close()
+
+
+async def test_ipv6_stb_end_to_end(tmp_path: Path) -> None:
+    directory = await Directory.open(f"sqlite+aiosqlite:///{tmp_path / 'v6.db'}")
+    store = IncidentStore(directory.engine)
+    await directory.add(
+        Subscriber(
+            uid="v6",
+            name="Six",
+            language="en",
+            address=Address("6 Road"),
+            contacts=(Contact("Son", "+8613800000006"),),
+            stbs=(Stb(ip="::1", secret=b"6" * 32),),
+        )
+    )
+    proto = await start_sos_listener("::1", 0, ListenerSettings(), directory, store)
+    c = await open_stb_client("::1", b"6" * 32, [proto.address])
+    try:
+        ans = await c.request(MsgType.SOS)
+        assert isinstance(ans, ReceiptReceived) and ans.incident_id > 0
+        inc = await store.get(ans.incident_id)
+        assert inc is not None and inc.stb_ip == "::1"
+    finally:
+        c.close()
+        await proto.close()
+        await store.aclose()
+        await directory.close()

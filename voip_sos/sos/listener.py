@@ -143,7 +143,7 @@ class SosListener:
         self._in_flight: dict[bytes, int] = {}
         self._answered: OrderedDict[bytes, _Answered] = OrderedDict()
         self._sessions: OrderedDict[str, tuple[bytes, Addr]] = OrderedDict()
-        self._status_seq: dict[int, int] = {}
+        self._status_seq: OrderedDict[int, int] = OrderedDict()
         self._outgoing: dict[bytes, _Outgoing] = {}
         self._latest_status: dict[int, bytes] = {}
         self._events: deque[Event] = deque()
@@ -331,6 +331,9 @@ class SosListener:
         key, addr = session
         seq = self._status_seq.get(incident_id, 0) + 1
         self._status_seq[incident_id] = seq
+        self._status_seq.move_to_end(incident_id)
+        while len(self._status_seq) > self.settings.max_sources:
+            self._status_seq.popitem(last=False)
         sid = secrets.token_bytes(16)
         msg = Message(
             MsgType.STATUS,
