@@ -80,7 +80,8 @@ def test_sos_is_answered_with_a_signed_receipt_only_after_recording() -> None:
     assert isinstance(ev, RequestParsed) and ev.ip == A_IP
     h.core.lookup_done(ev.ticket, DIRECTORY[A_IP], 0.0)
     auth = h.core.next_event()
-    assert isinstance(auth, RequestAuthenticated) and auth.uid == f"uid-{A_IP}"
+    assert isinstance(auth, RequestAuthenticated) and auth.match.subscriber.uid == f"uid-{A_IP}"
+    assert not auth.operator_key
     assert h.core.datagrams_to_send(0.0) == []  # nothing before the record is durable
     h.core.recorded(auth.ticket, 7, 0.0)
     [(data, addr)] = h.core.datagrams_to_send(0.0)

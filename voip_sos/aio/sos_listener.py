@@ -249,10 +249,12 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
 
 def _record_of(ev: RequestAuthenticated) -> RequestRecord:
     msg = ev.message
+    sub = ev.match.subscriber
     detail: dict[str, Any] = {
         "seq": msg.seq,
         "stb_time_ms": msg.timestamp_ms,
         "source": f"{ev.source[0]}:{ev.source[1]}",
+        "key": "operator" if ev.operator_key else "stb",
     }
     for name in ("door_code", "parking_code", "note"):
         value = getattr(msg, name)
@@ -262,10 +264,17 @@ def _record_of(ev: RequestAuthenticated) -> RequestRecord:
         kind=_KINDS[msg.type],
         request_id=msg.request_id,
         stb_ip=msg.ip,
-        uid=ev.uid,
+        uid=sub.uid,
         at=datetime.fromtimestamp(ev.received_wall, UTC),
         test=msg.test,
         detail=detail,
+        lookup={
+            "uid": sub.uid,
+            "name": sub.name,
+            "address": sub.address.full(),
+            "language": sub.language,
+            "contacts": len(sub.contacts),
+        },
     )
 
 

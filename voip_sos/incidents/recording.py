@@ -49,6 +49,8 @@ class RequestRecord:
     """SOS with the TEST flag."""
     detail: dict[str, Any] = field(default_factory=dict)
     """What else goes into the log entry (sequence number, STB time, source, door code …)."""
+    lookup: dict[str, Any] = field(default_factory=dict)
+    """The directory's answer (uid, name, address …): logged when this request opens the incident."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +207,12 @@ class Recorder:
                 results[i] = Recorded(incident_id, opened=was_opened)
                 if was_opened:
                     opened_events.append(
-                        EventRecord(incident_id, "incident_opened", items[i].at, {"uid": items[i].uid})
+                        EventRecord(
+                            incident_id,
+                            "incident_opened",
+                            items[i].at,
+                            {"uid": items[i].uid, **items[i].lookup},
+                        )
                     )
             if opened_events:
                 self._append(conn, opened_events)
@@ -249,7 +256,9 @@ class Recorder:
             if not self._try_log_request(conn, open_id, item, detail):
                 continue  # another backend recorded this very request: answer as a replay
             if opened:
-                self._append(conn, [EventRecord(open_id, "incident_opened", item.at, {"uid": item.uid})])
+                self._append(
+                    conn, [EventRecord(open_id, "incident_opened", item.at, {"uid": item.uid, **item.lookup})]
+                )
             if item.kind == "cancel":
                 closed = self._close(conn, open_id, item.at, "cancelled from the STB", "cancelled")
                 return Recorded(open_id, closed=closed)

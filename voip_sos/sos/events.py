@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voip_sos.directory.records import StbMatch
 from voip_sos.sos.wire import Message, MsgType, RejectReason, StatusCode
 
 __all__ = [
@@ -39,8 +40,10 @@ class RequestAuthenticated:
     """Handle to pass back to the core."""
     message: Message
     """The verified request."""
-    uid: str
-    """Subscriber the STB belongs to (F3)."""
+    match: StbMatch
+    """The directory's answer (F3): the subscriber and the STB."""
+    operator_key: bool
+    """True when it verified with the operator-wide key (the STB has no secret of its own)."""
     source: Addr
     """UDP source the request came from."""
     received_wall: float

@@ -270,7 +270,7 @@ class SosListener:
                 self._reject(ticket, RejectReason.CLOCK)
                 return
         self._events.append(
-            RequestAuthenticated(ticket, msg, match.subscriber.uid, p.source, p.received_wall)
+            RequestAuthenticated(ticket, msg, match, not match.stb.secret, p.source, p.received_wall)
         )
 
     # -- step 3: the adapter recorded it ----------------------------------------------------------

@@ -78,6 +78,7 @@ class StbAgent:
         *,
         give_up_s: float = GIVE_UP_S,
         random_id: Callable[[], bytes] = lambda: secrets.token_bytes(16),
+        first_seq: int = 1,
     ) -> None:
         if not backends or len(backends) > 2:
             raise LocalProtocolError("an STB agent needs a primary and at most one secondary backend")
@@ -91,7 +92,7 @@ class StbAgent:
         self._random_id = random_id
         self.state = AgentState.IDLE
         self.clock_offset_s = 0.0
-        self._seq = 0
+        self._seq = (first_seq - 1) & 0xFFFFFFFF
         self._req: _Request | None = None
         self.incident_id: int | None = None
         self._status_seen: dict[int, int] = {}

@@ -140,7 +140,10 @@ async def open_stb_client(
     loop = asyncio.get_running_loop()
     resolved = [await _resolve(h, p) for h, p in backends]
     family = socket.AF_INET6 if ":" in (bind or (ip, 0))[0] else socket.AF_INET
-    agent = StbAgent(ip, key, resolved, time.time, give_up_s=give_up_s)
+    # A process that does not keep its counter on disk starts from the clock, so the sequence numbers
+    # an STB sends still increase across restarts of the agent (or runs of the CLI).
+    first_seq = int(time.time()) & 0xFFFFFFFF
+    agent = StbAgent(ip, key, resolved, time.time, give_up_s=give_up_s, first_seq=first_seq)
     _, proto = await loop.create_datagram_endpoint(
         lambda: StbClient(agent), local_addr=bind or (ip, 0), family=family
     )
