@@ -37,7 +37,7 @@ async def directory(db_url: str) -> AsyncIterator[Directory]:
 
 async def test_one_press_one_incident_and_replays_start_nothing(directory: Directory) -> None:
     store = IncidentStore(directory.engine)
-    first = req("sos", 0, test=True, detail={"seq": 1})
+    first = req("sos", 0, detail={"seq": 1})
     got = await store.record([first, req("sos", 0), first, req("sos", 1)])
     one = got[0].incident_id
     assert one is not None
@@ -55,7 +55,7 @@ async def test_one_press_one_incident_and_replays_start_nothing(directory: Direc
     assert all(r.opened for r in results) and len({r.incident_id for r in results}) == 8
     assert await store.record(many) == [Recorded(r.incident_id, again=True) for r in results]
     inc = await store.get(one)
-    assert inc is not None and inc.test and inc.state == "open" and inc.uid == "u00000"
+    assert inc is not None and not inc.test and inc.state == "open" and inc.uid == "u00000"
     kinds = [e.kind for e in await store.events(one)]
     assert kinds == ["sos_received", "incident_opened", "sos_received"]
     assert await store.count() == 10 and await store.count(open_only=True) == 10
@@ -125,3 +125,22 @@ async def test_migration_goes_down_and_up(db_url: str) -> None:
     await upgrade(db_url)
     assert await downgrade(db_url, "0001") == "0001"
     assert await upgrade(db_url) == "0002"
+
+
+async def test_a_real_press_never_joins_a_test_incident(directory: Directory) -> None:
+    store = IncidentStore(directory.engine)
+    [test] = await store.record([req("sos", 4, test=True)])
+    [test_again] = await store.record([req("sos", 4, test=True)])
+    assert test_again.incident_id == test.incident_id  # a second test press joins the test
+    [real] = await store.record([req("sos", 4)])
+    assert real.opened and real.incident_id != test.incident_id
+    closed = await store.get(test.incident_id)  # type: ignore[arg-type]
+    assert (
+        closed is not None
+        and closed.closed_at is not None
+        and closed.close_reason == "superseded by a real SOS"
+    )
+    [test_late] = await store.record([req("sos", 4, test=True)])
+    assert test_late.incident_id == real.incident_id  # a test press during a real incident joins it
+    inc = await store.get(real.incident_id)  # type: ignore[arg-type]
+    assert inc is not None and not inc.test

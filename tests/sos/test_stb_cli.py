@@ -60,7 +60,12 @@ def test_stb_commands_exit_codes_and_json(cli: Cli, tmp_path: Path) -> None:
     kinds = [e["kind"] for e in shown["events"]]
     assert kinds[:2] == ["sos_received", "incident_opened"] and "incident_closed" in kinds
     lookup = shown["events"][1]["detail"]  # the directory's answer, as the incident saw it
-    assert (lookup["uid"], lookup["name"], lookup["address"], lookup["contacts"]) == ("u7", "Ann Lee", "7 Road", 1)
+    assert (lookup["uid"], lookup["name"], lookup["address"], lookup["contacts"]) == (
+        "u7",
+        "Ann Lee",
+        "7 Road",
+        1,
+    )
     assert shown["events"][0]["detail"]["key"] == "stb"
     assert (
         next(e for e in shown["events"] if e["kind"] == "update_received")["detail"]["door_code"] == "482913"

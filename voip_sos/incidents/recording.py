@@ -142,10 +142,12 @@ class Recorder:
             )
             prior = {r[0]: r[1] for r in conn.execute(q)}
         ips = sorted({it.stb_ip for it in items})
-        q = select(incidents.c.stb_ip, incidents.c.id).where(
+        q = select(incidents.c.stb_ip, incidents.c.id, incidents.c.test).where(
             incidents.c.closed_at.is_(None), incidents.c.stb_ip.in_(ips)
         )
-        open_ids: dict[str, int] = {r[0]: r[1] for r in conn.execute(q)}
+        open_rows = conn.execute(q).all()
+        open_ids: dict[str, int] = {r[0]: r[1] for r in open_rows}
+        open_tests = {r[0] for r in open_rows if r[2]}
         per_ip: dict[str, int] = {}
         for i in others:
             per_ip[items[i].stb_ip] = per_ip.get(items[i].stb_ip, 0) + 1
@@ -155,6 +157,8 @@ class Recorder:
             it = items[i]
             if it.request_id.hex() in prior and per_ip[it.stb_ip] == 1:
                 results[i] = Recorded(prior[it.request_id.hex()], again=True)
+            elif it.kind == "sos" and not it.test and it.stb_ip in open_tests:
+                slow.append(i)  # a real emergency during a test: see _record_one
             elif it.kind in ("sos", "update") and per_ip[it.stb_ip] == 1:
                 fast.append(i)
             else:
@@ -244,6 +248,11 @@ class Recorder:
             if prior is not None:
                 return Recorded(prior, again=True)
             open_id = self._open_incident(conn, item.stb_ip)
+            if open_id is not None and item.kind == "sos" and not item.test and self._is_test(conn, open_id):
+                # A real press must never join a test incident (which calls only the test number):
+                # the test is closed and the emergency gets an incident of its own.
+                self._close(conn, open_id, item.at, "superseded by a real SOS", "closed")
+                open_id = None
             opened = False
             if item.kind == "sos" and open_id is None:
                 open_id = self._try_open(conn, item)
@@ -268,6 +277,9 @@ class Recorder:
     def _incident_of_request(self, conn: Connection, request_id: bytes) -> int | None:
         q = select(incident_events.c.incident_id).where(incident_events.c.request_id == request_id.hex())
         return (conn.execute(q)).scalar_one_or_none()
+
+    def _is_test(self, conn: Connection, incident_id: int) -> bool:
+        return bool(conn.execute(select(incidents.c.test).where(incidents.c.id == incident_id)).scalar_one())
 
     def _open_incident(self, conn: Connection, stb_ip: str) -> int | None:
         q = select(incidents.c.id).where(incidents.c.stb_ip == stb_ip, incidents.c.closed_at.is_(None))
