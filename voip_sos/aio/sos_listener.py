@@ -42,6 +42,7 @@ MAX_BATCH = 512
 # A surge of presses (and a flood beside it) must queue in the kernel, not be dropped there.
 RCVBUF_BYTES = 8 * 1024 * 1024
 LOG_FLUSH_S = 0.2
+MAX_LOG_BACKLOG = 100_000
 
 _STATUS_LOG = {StatusSent: "status_sent", StatusSeen: "status_seen", StatusAbandoned: "status_unseen"}
 _KINDS = {
@@ -232,6 +233,11 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
 
     def _add_log(self, incident_id: int, kind: str, detail: dict[str, Any]) -> None:
         self._log.append(EventRecord(incident_id, kind, datetime.now(UTC), detail))
+        if len(self._log) > MAX_LOG_BACKLOG:
+            # The database has been unreachable for long: keep memory bounded, say what was lost.
+            lost = len(self._log) - MAX_LOG_BACKLOG
+            del self._log[:lost]
+            logger.error("incident log backlog full: oldest entries dropped", extra={"dropped": lost})
         if self._log_flush is None:
             self._log_flush = self._loop.call_later(LOG_FLUSH_S, lambda: self._spawn(self._flush_log()))
 
