@@ -244,7 +244,9 @@ def test_fuzz_generated_messages_round_trip(msg: Message, key: bytes) -> None:
     assert got == msg and got.verify(key)
 
 
-@settings(max_examples=10_000, deadline=None)
+# The 10,000 examples the issue asks for are the random-bytes run above; mutations are also thrown at a
+# running `serve` by the thousands (tests/sos/test_sos_serve.py), so 3,000 keep this one quick.
+@settings(max_examples=3_000, deadline=None)
 @given(messages(), st.data())
 def test_fuzz_mutations_are_refused_or_fail_the_mac(msg: Message, data: st.DataObject) -> None:
     good = encode(msg, KEY)
