@@ -122,8 +122,8 @@ class StbClient(asyncio.DatagramProtocol):
             self._answer.set_result(ev)
 
 
-async def _resolve(host: str, port: int) -> Addr:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+async def _resolve(host: str, port: int, family: int) -> Addr:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
     sockaddr = infos[0][4]
     return str(sockaddr[0]), int(sockaddr[1])
 
@@ -138,8 +138,9 @@ async def open_stb_client(
 ) -> StbClient:
     """An STB client sending from `bind` (default: its own IP, any port) to the backends."""
     loop = asyncio.get_running_loop()
-    resolved = [await _resolve(h, p) for h, p in backends]
     family = socket.AF_INET6 if ":" in (bind or (ip, 0))[0] else socket.AF_INET
+    # Backends are reached over the family the STB's own address is in (a name may resolve to both).
+    resolved = [await _resolve(h, p, family) for h, p in backends]
     # A process that does not keep its counter on disk starts from the clock, so the sequence numbers
     # an STB sends still increase across restarts of the agent (or runs of the CLI).
     first_seq = int(time.time()) & 0xFFFFFFFF
