@@ -198,6 +198,20 @@ def test_token_bucket_limits_one_source_not_the_others() -> None:
     assert h.core.counters["malformed"] == 7 and h.core.counters["rate_limited"] == 46
 
 
+def test_a_flood_from_a_spoofed_stb_address_does_not_silence_that_stb() -> None:
+    h = Harness(ListenerSettings(rate_per_s=1, burst=3))
+    assert parse(h.send(request(A_IP, A_KEY, MsgType.HEARTBEAT), (A_IP, 4000))[0][0]).type is MsgType.RECEIPT
+    for _ in range(100):  # someone else, sending with A's address
+        h.core.receive_datagram(request(A_IP, B_KEY, rid=b"f" * 16), (A_IP, 4001), 0.0)
+    assert h.core.counters["rate_limited"] >= 97
+    [(data, _)] = h.send(request(A_IP, A_KEY, rid=b"s" * 16), (A_IP, 4000))
+    assert parse(data).type is MsgType.RECEIPT and h.core.counters["vouched"] == 1
+    # An STB never heard from gets no such pass.
+    for _ in range(10):
+        h.core.receive_datagram(request(B_IP, A_KEY, rid=b"g" * 16), (B_IP, 4001), 0.0)
+    assert h.send(request(B_IP, B_KEY, rid=b"t" * 16), (B_IP, 4000)) == []
+
+
 def test_requests_in_flight_are_bounded() -> None:
     h = Harness(ListenerSettings(max_pending=2))
     for i in range(3):
