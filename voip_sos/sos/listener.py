@@ -35,6 +35,7 @@ from voip_sos.sos.events import (
     StatusSeen,
     StatusSent,
 )
+from voip_sos.sos.limits import LogThrottle, TokenBuckets
 from voip_sos.sos.retry import RetrySchedule
 from voip_sos.sos.wire import (
     MAX_DATAGRAM_BYTES,
@@ -51,7 +52,6 @@ __all__ = ["DROP_REASONS", "ListenerSettings", "SosListener"]
 
 logger = logging.getLogger(__name__)
 
-REJECT_LOG_INTERVAL_S = 60.0
 # Every reason a datagram is dropped or refused; counters start at zero for each so dashboards and
 # tests see the full set.
 DROP_REASONS = (
@@ -86,12 +86,6 @@ class ListenerSettings:
     max_sources: int = 100_000
     receipt_cache: int = 100_000
     status_give_up_s: float = 600.0
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
 
 
 @dataclass(slots=True)
@@ -137,8 +131,8 @@ class SosListener:
         self.settings = settings
         self._wall = wall
         self.counters: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._logged: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._buckets = TokenBuckets(settings.rate_per_s, settings.burst, settings.max_sources)
+        self._log_throttle = LogThrottle(settings.max_sources)
         self._pending: dict[int, _Pending] = {}
         self._in_flight: dict[bytes, int] = {}
         self._answered: OrderedDict[bytes, _Answered] = OrderedDict()
@@ -193,7 +187,7 @@ class SosListener:
         except ValueError:
             self._drop("malformed", addr[0], now, "unparseable source address")
             return
-        if not self._take_token(src, now) and not self._vouched(data, src):
+        if not self._buckets.take(src, now) and not self._vouched(data, src):
             self.counters["rate_limited"] += 1  # not logged per datagram: a flood would flood the log
             self._log_drop("rate_limited", src, now, "")
             return
@@ -422,38 +416,14 @@ class SosListener:
         p = self._pending.pop(ticket)
         self._in_flight.pop(p.message.request_id, None)
 
-    def _take_token(self, src: str, now: float) -> bool:
-        s = self.settings
-        b = self._buckets.get(src)
-        if b is None:
-            b = _Bucket(float(s.burst), now)
-            self._buckets[src] = b
-            while len(self._buckets) > s.max_sources:
-                self._buckets.popitem(last=False)
-        else:
-            b.tokens = min(float(s.burst), b.tokens + (now - b.at) * s.rate_per_s)
-            b.at = now
-            self._buckets.move_to_end(src)
-        if b.tokens < 1.0:
-            return False
-        b.tokens -= 1.0
-        return True
-
     def _drop(self, reason: str, src: str, now: float, detail: str) -> None:
         self.counters[reason] += 1
         self._log_drop(reason, src, now, detail)
 
     def _log_drop(self, reason: str, src: str, now: float, detail: str) -> None:
-        last = self._logged.get(src)
-        if last is not None and now - last[0] < REJECT_LOG_INTERVAL_S:
-            self._logged[src] = (last[0], last[1] + 1)
-            return
-        suppressed = last[1] if last is not None else 0
-        self._logged[src] = (now, 0)
-        self._logged.move_to_end(src)
-        while len(self._logged) > self.settings.max_sources:
-            self._logged.popitem(last=False)
-        logger.warning(
-            "SOS datagram refused",
-            extra={"source": src, "reason": reason, "detail": detail, "suppressed": suppressed},
-        )
+        suppressed = self._log_throttle.check(src, now)
+        if suppressed is not None:
+            logger.warning(
+                "SOS datagram refused",
+                extra={"source": src, "reason": reason, "detail": detail, "suppressed": suppressed},
+            )
