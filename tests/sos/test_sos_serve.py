@@ -148,6 +148,35 @@ async def test_kill_9_right_after_receipt_loses_nothing(tmp_path: Path) -> None:
     assert "stopping: finishing requests in flight" in log and " stopped " in log
 
 
+async def test_sigterm_during_a_surge_keeps_every_receipt_recorded(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"
+    await _provisioned(url, 60)
+    serve = Serve(tmp_path, url)
+    with serving(serve):
+        clients = [
+            await open_stb_client(stb_ip(i), secret_of(i), [serve.address], give_up_s=3) for i in range(60)
+        ]
+        try:
+            presses = [asyncio.ensure_future(c.request(MsgType.SOS)) for c in clients]
+            await asyncio.wait(presses, return_when=asyncio.FIRST_COMPLETED)
+            assert serve.proc is not None
+            os.kill(serve.proc.pid, signal.SIGTERM)  # in the middle of the surge
+            answers = await asyncio.gather(*presses)
+        finally:
+            for c in clients:
+                c.close()
+        assert serve.proc.wait(timeout=20) == 0
+    receipts = {a.incident_id for a in answers if isinstance(a, ReceiptReceived)}
+    assert receipts, "nothing was answered before the SIGTERM"
+    d = await Directory.open(url, migrate=False)
+    try:
+        recorded = {i.id for i in await IncidentStore(d.engine).list(limit=1000)}
+    finally:
+        await d.close()
+    assert receipts <= recorded  # every RECEIPT stands for a committed incident
+    assert "Traceback" not in serve.log.read_text(encoding="utf-8")
+
+
 @pytest.mark.postgres
 async def test_two_backends_on_postgresql_failover_and_one_incident(
     tmp_path: Path, pg_database_url: str
