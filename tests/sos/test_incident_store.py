@@ -138,7 +138,7 @@ async def test_a_real_press_never_joins_a_test_incident(directory: Directory) ->
     assert (
         closed is not None
         and closed.closed_at is not None
-        and closed.close_reason == "superseded by a real SOS"
+        and closed.close_reason == "superseded_by_real_sos"
     )
     [test_late] = await store.record([req("sos", 4, test=True)])
     assert test_late.incident_id == real.incident_id  # a test press during a real incident joins it

@@ -251,7 +251,7 @@ class Recorder:
             if open_id is not None and item.kind == "sos" and not item.test and self._is_test(conn, open_id):
                 # A real press must never join a test incident (which calls only the test number):
                 # the test is closed and the emergency gets an incident of its own.
-                self._close(conn, open_id, item.at, "superseded by a real SOS", "closed")
+                self._close(conn, open_id, item.at, "superseded_by_real_sos", "closed")
                 open_id = None
             opened = False
             if item.kind == "sos" and open_id is None:
@@ -269,7 +269,7 @@ class Recorder:
                     conn, [EventRecord(open_id, "incident_opened", item.at, {"uid": item.uid, **item.lookup})]
                 )
             if item.kind == "cancel":
-                closed = self._close(conn, open_id, item.at, "cancelled from the STB", "cancelled")
+                closed = self._close(conn, open_id, item.at, "false_alarm", "cancelled")
                 return Recorded(open_id, closed=closed)
             return Recorded(open_id, opened=opened)
         raise RuntimeError(f"request {item.request_id.hex()} kept racing with another backend")
