@@ -143,6 +143,17 @@ def parse_positive_int(value: object) -> int:
     return value
 
 
+def parse_positive_float(value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a positive number, got {_show(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"expected a positive number, got {_show(value)}")
+    return float(value)
+
+
 def parse_optional_ip(value: object) -> str | None:
     if value is None or value == "":
         return None
@@ -436,6 +447,49 @@ class VoiceConfig:
         type_name="path",
         resolve=_resolve_path,
     )
+    cache_max_mb: int = key(
+        1024,
+        "Size bound of the prompt cache; ~0.18 MB per subscriber and language",
+        parse_positive_int,
+        type_name="int",
+        unit="MB",
+    )
+    templates_dir: str = key(
+        "",
+        "Folder with operator templates en.yaml / zh.yaml; unset = the shipped ones",
+        lambda v: parse_optional_str(v) or "",
+        type_name="path",
+        resolve=lambda v, base: _resolve_path(v, base) if v else "",
+    )
+    fallback_dir: str = key(
+        "audio",
+        "Folder of the generic messages generic-LANG.wav played when rendering fails",
+        parse_str,
+        type_name="path",
+        resolve=_resolve_path,
+    )
+    sos_jobs: int = key(
+        2, "Render processes kept warm for SOS-time renders", parse_positive_int, type_name="int"
+    )
+    prerender_jobs: int = key(
+        1,
+        "Background (lowest priority) render processes for pre-rendering",
+        parse_positive_int,
+        type_name="int",
+    )
+    render_timeout_s: float = key(
+        10.0,
+        "An SOS-time render slower than this is abandoned for the generic message",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    length_scale: float = key(
+        1.15,
+        "Piper speaking pace: 1.0 = the voice's own, larger = slower",
+        parse_positive_float,
+        type_name="number",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,6 +675,11 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     for k in data:
         if k not in _SECTION_TYPES:
             problems.append(f"config error: {k}: unknown section{loc(str(k))}")
+    if "voice" in sections:
+        # A voice that would download at run time (or is missing) is refused here, at `config check`.
+        from voip_sos.voice.models import check_models
+
+        problems.extend(check_models(sections["voice"].models, require_files=False))
     if problems:
         raise ConfigError(problems)
     return Config(**sections, path=found)
