@@ -89,3 +89,34 @@ def test_serve_refuses_trusting_carried_ips_while_stbs_share_the_operator_key(
     assert proc.returncode == 2
     assert "sos.trust_carried_ip: refused while STBs have no secret of their own" in proc.stderr
     assert STB in proc.stderr
+
+
+def test_operator_key_from_the_configuration(cli: Cli, tmp_path: Path) -> None:
+    _provision(cli, secret=False)
+    op_key = "0f" * 20
+    serve = Serve(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'directory.db'}", sos_extra=f"  operator_key: {op_key}\n"
+    )
+    with serving(serve):
+        # The CLI reads the same configuration: no --secret, it signs with sos.operator_key.
+        proc = cli(
+            "stb",
+            "press",
+            "--backend",
+            f"127.0.0.1:{serve.port}",
+            "--source-ip",
+            STB,
+            "--json",
+            config=serve.config,
+        )
+        out = json.loads(proc.stdout)
+        assert proc.returncode == 0 and out["result"] == "receipt"
+        # Its own secret is no use to an STB that has none provisioned: silence, then exit 3.
+        code, out = _stb(cli, serve, "heartbeat", "--timeout", "1")
+        assert code == 3 and out["result"] == "timeout"
+    shown = json.loads(cli("incidents", "show", str(out_id(cli)), "--json").stdout)
+    assert shown["events"][0]["detail"]["key"] == "operator"
+
+
+def out_id(cli: Cli) -> int:
+    return int(json.loads(cli("incidents", "list", "--json").stdout)["incidents"][0]["id"])
