@@ -279,10 +279,85 @@ class DirectoryConfig:
     )
 
 
+def parse_flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, got {_show(value)}")
+
+
+def parse_optional_hex_key(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not re.fullmatch(r"(?:[0-9a-f]{2}){16,64}", text):
+        # 16 bytes at least: an HMAC-SHA256 key shorter than that is guessable (RFC 2104 §3).
+        raise ValueError("expected 32 to 128 hex digits (a 16 to 64 byte key)")
+    return text
+
+
+def parse_positive_number(value: object) -> float:
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        value = float(value)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"expected a positive number, got {_show(value)}")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class SosConfig:
     listen: HostPort = key(
         HostPort("0.0.0.0", 4750), "UDP address the SOS listener binds", parse_hostport, type_name="HOST:PORT"
+    )
+    trust_carried_ip: bool = key(
+        False,
+        "Accept a carried STB IP that differs from the UDP source (STBs behind NAT); HMAC is then the only "
+        "proof, so every STB must have its own secret",
+        parse_flag,
+        type_name="bool",
+    )
+    operator_key: str | None = key(
+        None,
+        "Operator-wide HMAC key (hex) for STBs provisioned without their own secret",
+        parse_optional_hex_key,
+        type_name="hex",
+        secret=True,
+    )
+    check_clock: bool = key(
+        False, "Reject requests whose STB timestamp is outside clock_window_s", parse_flag, type_name="bool"
+    )
+    clock_window_s: float = key(
+        60.0,
+        "Allowed STB clock difference when check_clock is on",
+        parse_positive_number,
+        type_name="number",
+        unit="s",
+    )
+    rate_per_s: float = key(
+        10.0,
+        "Datagrams per second one source address may send (token bucket rate)",
+        parse_positive_number,
+        type_name="number",
+        unit="1/s",
+    )
+    burst: int = key(
+        20, "Datagrams one source may send at once (token bucket size)", parse_positive_int, type_name="int"
+    )
+    max_pending: int = key(
+        4096,
+        "Requests being looked up or recorded at once; beyond it datagrams are dropped",
+        parse_positive_int,
+        type_name="int",
     )
 
 
