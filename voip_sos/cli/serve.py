@@ -50,10 +50,10 @@ async def sos_problems(cfg: Config, directory: Directory) -> list[str]:
     """What the SOS settings cannot be run with, given the directory (also for `config check`)."""
     if not cfg.sos.trust_carried_ip:
         return []
-    keyless = [stb.ip for sub in await directory.list() for stb in sub.stbs if not stb.secret]
-    if not keyless:
+    total, keyless = await directory.stbs_without_secret(limit=5)
+    if not total:
         return []
-    shown = ", ".join(keyless[:5]) + (f" and {len(keyless) - 5} more" if len(keyless) > 5 else "")
+    shown = ", ".join(keyless) + (f" and {total - len(keyless)} more" if total > len(keyless) else "")
     return [
         "config error: sos.trust_carried_ip: refused while STBs have no secret of their own "
         f"(the HMAC would be the only proof and the operator key is shared): {shown}"
