@@ -268,7 +268,7 @@ def test_every_error_message_is_triggered() -> None:
     """Each literal message prefix in the parser modules appears in some test table."""
     import re
 
-    from tests.sip.test_sip_bodies import BODY_ERROR_CASES
+    from test_sip_bodies import BODY_ERROR_CASES
 
     src = Path(__file__).resolve().parents[2] / "voip_sos" / "sip"
     tested = {c[0] for c in ERROR_CASES} | {c[0] for c in BODY_ERROR_CASES}
