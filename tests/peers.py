@@ -243,3 +243,121 @@ class UdpRelay(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio" / "kamailio.cfg"
+DBTEXT_TEMPLATE = Path("/usr/share/kamailio/dbtext/kamailio")
+
+
+class Kamailio(Peer):
+    """Kamailio as registrar + authenticating proxy with Record-Route on 127.0.0.1:`port`
+    (UDP and TCP); `users` maps user name -> password (realm and domain are 127.0.0.1)."""
+
+    def __init__(self, port: int, users: dict[str, str]) -> None:
+        import hashlib
+
+        self.workdir = tempfile.mkdtemp(prefix="kamailio-")
+        db = Path(self.workdir) / "db"
+        shutil.copytree(DBTEXT_TEMPLATE, db)
+        realm = "127.0.0.1"
+
+        def md5(s: str) -> str:
+            return hashlib.md5(s.encode()).hexdigest()
+
+        with (db / "subscriber").open("a") as f:
+            for i, (user, pw) in enumerate(users.items(), 1):
+                # db_text rejects the whole table if ha1/ha1b are empty (PEERS.md).
+                f.write(
+                    f"{i}:{user}:{realm}:{pw}:{md5(f'{user}:{realm}:{pw}')}:{md5(f'{user}@{realm}:{realm}:{pw}')}\n"
+                )
+        cfg = KAMAILIO_CFG.read_text().replace("@PORT@", str(port)).replace("@DB_DIR@", str(db))
+        cfg = cfg.replace("@REALM@", realm)  # no-op unless the template uses it
+        cfg_path = Path(self.workdir) / "kamailio.cfg"
+        cfg_path.write_text(cfg)
+        argv = [require_tool("kamailio"), "-f", str(cfg_path), "-DD", "-E", "-Y", self.workdir, "-P",
+                str(Path(self.workdir) / "kamailio.pid")]  # fmt: skip
+        super().__init__(argv, cwd=self.workdir, name="kamailio")
+        self.port = port
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        super().__exit__(t, e, tb)
+        if t is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Baresip(Peer):
+    """baresip as an automated phone (PEERS.md): auto-answers, records what it hears into
+    `record_dir` (sndfile), plays `audio_source` (a WAV) or nothing, and takes commands over
+    ctrl_tcp (`command()`). With `registrar` it registers there as `user` with `password`."""
+
+    def __init__(
+        self,
+        port: int,
+        user: str = "bob",
+        *,
+        registrar: Addr | None = None,
+        password: str = "",
+        audio_source: str | Path | None = None,
+        record_dir: str | Path | None = None,
+    ) -> None:
+        self.workdir = tempfile.mkdtemp(prefix="baresip-")
+        self.ctrl_port = free_port(both=False)
+        source = f"aufile,{audio_source}" if audio_source else "aubridge,nil"
+        modules = ["g711.so", "aubridge.so", "aufile.so", "menu.so", "account.so", "ctrl_tcp.so"]
+        if record_dir:
+            modules.append("sndfile.so")
+        lines = [
+            "poll_method\t\tepoll",
+            f"sip_listen\t\t127.0.0.1:{port}",
+            "net_interface\t\t127.0.0.1",
+            "audio_player\t\taubridge,nil",
+            f"audio_source\t\t{source}",
+            "module_path\t\t/usr/lib/baresip/modules",
+            *[f"module\t\t\t{m}" for m in modules],
+            f"ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}",
+        ]
+        if record_dir:
+            lines.append(f"snd_path\t\t{record_dir}")
+        Path(self.workdir, "config").write_text("\n".join(lines) + "\n")
+        if registrar:
+            account = (
+                f'<sip:{user}@127.0.0.1>;auth_pass={password};outbound="sip:{registrar[0]}:{registrar[1]}";'
+                "regint=300;answermode=auto"
+            )
+        else:
+            account = f"<sip:{user}@127.0.0.1:{port}>;regint=0;answermode=auto"
+        Path(self.workdir, "accounts").write_text(account + "\n")
+        super().__init__([require_tool("baresip"), "-f", self.workdir], cwd=self.workdir, name="baresip")
+        self.port = port
+
+    async def wait_output(self, text: str, timeout_s: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.output():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"baresip exited:\n{self.output()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"baresip never printed {text!r}:\n{self.output()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+    async def command(self, command: str, params: str = "") -> None:
+        """Send one ctrl_tcp command (netstring-framed JSON)."""
+        import json
+
+        payload = json.dumps({"command": command, "params": params, "token": "t"}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+        try:
+            writer.write(f"{len(payload)}:".encode() + payload + b",")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(4096), 1.0)
+        finally:
+            writer.close()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        super().__exit__(t, e, tb)
+        if t is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -303,8 +303,8 @@ class SipAgent(AgentCore):
             self.emit(CallProgressed(call.call_id, code, resp.reason, early))
             return
         if code < 300:
-            if call.ack is not None and call.dialog is not None and call.dialog.state.name == "CONFIRMED":
-                self.send_raw(*call.ack)  # retransmitted 2xx: ACK again (§13.2.2.4)
+            if call.ack is not None:
+                self.send_raw(*call.ack)  # retransmitted 2xx: ACK again (§13.2.2.4), even after BYE
                 return
             if (
                 call.dialog is None
