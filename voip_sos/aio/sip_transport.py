@@ -102,6 +102,8 @@ class SipTransport:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.sent: list[tuple[float, Outgoing]] | None = None  # set to a list to record (tests)
+        # Called with ("in" | "out", bytes, peer address, transport) for every message (CLI trace).
+        self.trace: Callable[[str, bytes, Addr, str], None] | None = None
 
     @staticmethod
     async def bind(host: str, port: int) -> tuple[socket.socket, int]:
@@ -152,6 +154,8 @@ class SipTransport:
     # -- input --------------------------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        if self.trace is not None:
+            self.trace("in", data, addr, "UDP")
         try:
             self.agent.receive_datagram(data, addr, self._loop.time(), "UDP")
         except Exception:  # never let one datagram kill the listener (STYLE.md §5)
@@ -159,6 +163,8 @@ class SipTransport:
         self.pump()
 
     def _on_message(self, msg: Any, addr: Addr) -> None:
+        if self.trace is not None:
+            self.trace("in", msg.to_bytes(), addr, "TCP")
         try:
             self.agent.receive_message(msg, addr, self._loop.time(), "TCP")
         except Exception:
@@ -196,6 +202,8 @@ class SipTransport:
             self._timer_at = when
 
     def _send(self, out: Outgoing) -> None:
+        if self.trace is not None:
+            self.trace("out", out.data, out.addr, out.transport)
         if out.transport == "UDP":
             if self._udp is not None:
                 self._udp.sendto(out.data, out.addr)
