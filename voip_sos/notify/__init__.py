@@ -1,0 +1,1 @@
+"""Telling people: emergency SMS texts and their transport, voice and family links."""

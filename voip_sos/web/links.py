@@ -1,0 +1,47 @@
+"""Unguessable, expiring links: the voice message in an SMS, later the family's page.
+
+A token is 128 random bits (URL-safe base64, 22 characters). Only its SHA-256 is stored, so a
+copy of the database does not hand out working links.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+__all__ = ["TOKEN_BYTES", "Link", "LinkStore", "new_token", "token_hash"]
+
+TOKEN_BYTES = 16
+
+
+def new_token() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode("ascii")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What a token opens: one incident's voice message (kind "voice") or family page ("family")."""
+
+    incident_id: str
+    kind: str
+    target: str
+    """For "voice": the path of the WAV the call plays; for "family": the contact's key."""
+    expires_at: datetime
+
+
+class LinkStore(Protocol):
+    async def create(self, link: Link) -> str:
+        """Store a new link and return its token (the only time the token exists in clear)."""
+        ...
+
+    async def resolve(self, token: str, now: datetime) -> Link | None:
+        """The link for a token that exists and has not expired, else None."""
+        ...
