@@ -247,8 +247,11 @@ class UserAgent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await self._registration_outcome(lambda: self.agent.unregister(self._now()))
-        for task in list(self._tasks):
-            task.cancel()
+        if self._tasks:
+            # Let media closes (RTCP BYE, ports released) finish; cancel anything stuck.
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+            for task in stuck:
+                task.cancel()
         if self.engine is not None:
             await self.engine.close()
         if self.transport is not None:
