@@ -200,6 +200,22 @@ async def wait_udp_listening(port: int, timeout_s: float = 5.0, peer: Peer | Non
     raise TimeoutError(f"nothing listens on udp {port}")
 
 
+async def wait_tcp_listening(port: int, timeout_s: float = 5.0, peer: Peer | None = None) -> None:
+    """Wait until 127.0.0.1:port accepts TCP connections."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if peer is not None and peer.proc is not None and peer.proc.poll() is not None:
+            raise AssertionError(f"{peer.name} exited with {peer.proc.returncode}:\n{peer.output()[-3000:]}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        return
+    raise TimeoutError(f"nothing listens on tcp {port}")
+
+
 class UdpRelay(asyncio.DatagramProtocol):
     """Forwards datagrams client <-> target on real sockets; `drop(data)` True loses one.
     Every datagram is recorded with its loop time and direction ('out' to target, 'in' back)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from tests.peers import Sipp, UdpRelay, free_port, free_port_pair, wait_udp_listening
+from tests.peers import Sipp, UdpRelay, free_port, free_port_pair, wait_tcp_listening, wait_udp_listening
 from voip_sos.aio.user_agent import (
     Answered,
     Call,
@@ -65,7 +66,10 @@ async def _ua(config: Config, **kw: object) -> AsyncIterator[UserAgent]:
 async def _sipp(scenario: str, **kw: object) -> AsyncIterator[Sipp]:
     port = free_port()
     with Sipp(scenario, port, **kw) as sipp:  # type: ignore[arg-type]
-        await wait_udp_listening(port, peer=sipp)
+        if "t1" in kw.get("extra", ()):  # type: ignore[operator]
+            await wait_tcp_listening(port, peer=sipp)
+        else:
+            await wait_udp_listening(port, peer=sipp)
         yield sipp
 
 
@@ -352,3 +356,17 @@ async def test_incoming_invite_refused_without_handler() -> None:
         port = free_port()
         with Sipp("uac_incoming_refused", port, ("127.0.0.1", ua.local_address.port)) as sipp:
             await _finish(sipp)
+
+
+async def test_call_over_tcp() -> None:
+    cfg = _config()
+    cfg = dataclasses.replace(cfg, sip=dataclasses.replace(cfg.sip, transport="tcp"))
+    async with _sipp("uas_answer_bye", extra=["-t", "t1"]) as sipp, _ua(cfg) as ua:
+        assert ua.transport is not None
+        ua.transport.sent = []
+        call = await ua.call(_uri(sipp), _prompt())
+        ended = await asyncio.wait_for(call.ended(), 10)
+        assert ended.by == "remote" and ended.answered
+        await _finish(sipp)
+        assert {o.transport for _, o in ua.transport.sent} == {"TCP"}
+    assert "Contact: <sip:voip-sos@127.0.0.1:" in sipp.messages() and ";transport=tcp>" in sipp.messages()

@@ -373,7 +373,12 @@ class SipAgent(AgentCore):
     # -- session timers (RFC 4028) ----------------------------------------------------------------
 
     def _session_timer_from_2xx(self, call: Call, resp: Response, now: float) -> None:
-        se = parse_session_expires(resp.headers.get("Session-Expires"))
+        try:
+            se = parse_session_expires(resp.headers.get("Session-Expires"))
+        except RemoteProtocolError as exc:
+            # The call is up; a bad timer header must not hide that from the application.
+            log.warning("call %s: ignoring %s", call.call_id, exc)
+            return
         if se is None:
             return
         interval, refresher = se
@@ -452,6 +457,8 @@ class SipAgent(AgentCore):
         if req.call_id in self.calls:
             self.respond(stx, 482, "Loop Detected", now=now)
             return
+        if not req.headers.get_all("Contact"):
+            raise RemoteProtocolError("INVITE without Contact")  # §8.1.1.8: no target for the dialog
         tag = self.new_tag()
         self.respond(stx, 100, now=now)
         if not self.config.accept_incoming:
