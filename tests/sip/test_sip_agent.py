@@ -522,3 +522,21 @@ def test_invite_timeout_ends_call_408() -> None:
     run_timers([a], 0.0, 40.0)
     (ev,) = events(a)
     assert isinstance(ev, CallEnded) and ev.by == "timeout" and ev.status == 408
+
+
+def test_422_retried_with_min_se_once() -> None:
+    a = make_agent("alice", 5071)
+    cid = a.invite("sip:bob@127.0.0.1:5072", "127.0.0.1", 20000, 0.0)
+    for attempt in range(2):
+        (*_, out) = a.datagrams_to_send()
+        inv = parse_datagram(out.data)
+        if attempt == 1:
+            assert inv.headers.get("Session-Expires") == "1800" and inv.headers.get("Min-SE") == "1800"
+            assert (inv.headers.get("CSeq") or "").startswith("2 INVITE")
+        resp = Response(status=422, reason="Session Interval Too Small")
+        for n in ("Via", "From", "To", "Call-ID", "CSeq"):
+            resp.headers.add(n, inv.headers.get(n) or "")
+        resp.headers.add("Min-SE", "1800")
+        a.receive_datagram(resp.to_bytes(), ("127.0.0.1", 5072), 0.1 * (attempt + 1))
+    (ev,) = events(a)
+    assert isinstance(ev, CallEnded) and ev.status == 422 and ev.call_id == cid  # a second 422 ends it

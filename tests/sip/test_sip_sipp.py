@@ -370,3 +370,14 @@ async def test_call_over_tcp() -> None:
         await _finish(sipp)
         assert {o.transport for _, o in ua.transport.sent} == {"TCP"}
     assert "Contact: <sip:voip-sos@127.0.0.1:" in sipp.messages() and ";transport=tcp>" in sipp.messages()
+
+
+async def test_422_retried_with_the_min_se_asked_for() -> None:
+    async with _sipp("uas_session_422") as sipp, _ua(_config()) as ua:
+        call = await ua.call(_uri(sipp), _prompt())
+        assert await asyncio.wait_for(call.answered(), 5) is not None
+        assert ua.agent.calls[call.call_id].refresh_at is not None  # we are the refresher now
+        call.hangup()
+        await asyncio.wait_for(call.ended(), 5)
+        await _finish(sipp)
+        assert "X-Session-Expires-Seen: 90" in sipp.messages()

@@ -442,6 +442,7 @@ class UserAgent:
                 call._max_timer.cancel()
             call._emit(Ended(event.by, event.status, event.reason, event.answered, now))
             self._spawn(call.media.close())
+            del self.calls[call.call_id]  # the Call object stays with whoever holds it
 
     def _on_rtp_event(self, call: Call, event: RtpEvent) -> None:
         if isinstance(event, RtpDtmf):

@@ -88,6 +88,7 @@ class Pending:
     handle: str
     auth_tries: int = 0
     large: bool = False
+    retried_422: bool = False
 
 
 class AgentCore:
@@ -314,36 +315,48 @@ class AgentCore:
         if pending.auth_tries >= MAX_AUTH_ATTEMPTS or (pending.auth_tries and not challenge.stale):
             log.warning("%s %s: credentials rejected (%d)", pending.purpose, pending.handle, resp.status)
             return False
-        old = pending.request
-        h = Headers(
-            [(n, v) for n, v in old.headers if n.lower() not in ("authorization", "proxy-authorization")]
+        value = build_authorization(
+            challenge,
+            username=self.config.user,
+            password=self.config.password,
+            method=pending.request.method,
+            uri=pending.request.uri,
+            cnonce=secrets.token_hex(8),
+            body=pending.request.body,
         )
+        name = "Proxy-Authorization" if proxy else "Authorization"
+        self.reissue(pending, now, [(name, value)], drop=("authorization", "proxy-authorization"), auth=True)
+        return True
+
+    def reissue(
+        self,
+        pending: Pending,
+        now: float,
+        headers: list[tuple[str, str]],
+        drop: tuple[str, ...] = (),
+        auth: bool = False,
+    ) -> None:
+        """Send `pending`'s request again as a new transaction (CSeq + 1, new branch) with
+        `headers` set and `drop` removed: the answer to a 401/407 or a 422 (§8.1.3.5)."""
+        old = pending.request
+        h = Headers([(n, v) for n, v in old.headers if n.lower() not in drop])
         seq, method = (old.headers.get("CSeq") or "1 X").split()
         h.set("CSeq", f"{int(seq) + 1} {method}")
+        for n, v in headers:
+            h.set(n, v)
         call = self.calls.get(old.call_id)
         if call is not None and call.dialog is not None:
             call.dialog.local_seq = max(call.dialog.local_seq, int(seq) + 1)
         if pending.purpose == "register":
             self.registration.cseq = int(seq) + 1
-        value = build_authorization(
-            challenge,
-            username=self.config.user,
-            password=self.config.password,
-            method=method,
-            uri=old.uri,
-            cnonce=secrets.token_hex(8),
-            body=old.body,
-        )
-        h.add("Proxy-Authorization" if proxy else "Authorization", value)
         new = Request(headers=h, method=old.method, uri=old.uri, body=old.body)
-        retry = Pending(
-            new, pending.dest, pending.transport, pending.purpose, pending.handle, pending.auth_tries + 1
-        )
+        tries = pending.auth_tries + 1 if auth else pending.auth_tries
+        retry = Pending(new, pending.dest, pending.transport, pending.purpose, pending.handle, tries)
+        retry.retried_422 = pending.retried_422
         if pending.large:
-            retry.transport = "UDP"
+            retry.transport = "UDP"  # decide TCP-or-UDP afresh from the UDP path (§18.1.1)
         self.auth_retry_started(retry, new, now)
         self.start_client(retry, now)
-        return True
 
     # -- server side -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from voip_sos.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from voip_sos.sip.agent import AgentCore, Pending
+from voip_sos.sip.agent import ALLOW, AgentCore, Pending
 from voip_sos.sip.call import Call, CallState, parse_dtmf_info, parse_session_expires
 from voip_sos.sip.dialog import Dialog
 from voip_sos.sip.events import (
@@ -85,7 +85,7 @@ class SipAgent(AgentCore):
         frm = self._from_header(display_name)
         req = self.base_request("INVITE", uri, f"<{uri}>", frm, call_id, 1)
         req.headers.add("Contact", self.contact(transport))
-        req.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY")
+        req.headers.add("Allow", ALLOW)
         req.headers.add("Supported", "timer")
         if priority:
             req.headers.add("Priority", priority)
@@ -336,6 +336,14 @@ class SipAgent(AgentCore):
             self._session_timer_from_2xx(call, resp, now)
             self.emit(CallAnswered(call.call_id, media))
             return
+        if code == 422 and not pending.retried_422 and call.state is not S.CANCELLING:
+            # RFC 4028 §7.4: the far end wants a longer session interval; ask for its Min-SE.
+            min_se = (resp.headers.get("Min-SE") or "").split(";")[0].strip()
+            if min_se.isdigit():
+                pending.retried_422 = True
+                se = [("Session-Expires", min_se), ("Min-SE", min_se)]
+                self.reissue(pending, now, se)
+                return
         call.final_status, call.final_reason = code, resp.reason
         by = "local" if call.state is S.CANCELLING else "remote"
         self._end(call, by, code, resp.reason)
