@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 from voip_sos.aio.rtp_transport import RtpEngine, RtpSession
 from voip_sos.aio.sip_transport import SipTransport, local_address_towards
 from voip_sos.config import Config, HostPort
-from voip_sos.errors import AuthError, LocalProtocolError, VoipSosError
+from voip_sos.errors import AuthError, ConfigError, LocalProtocolError, VoipSosError
 from voip_sos.logs import bind
 from voip_sos.rtp import DtmfReceived as RtpDtmf
 from voip_sos.rtp import Prompt, RtpEvent
@@ -142,6 +144,16 @@ class Call:
     def is_ended(self) -> bool:
         return self._ended.done()
 
+    def play(self, prompt: Prompt, *, loop: bool = True, gap_s: float = 1.0) -> None:
+        """Switch to `prompt` at the next 20 ms frame (e.g. a confirmation message)."""
+        self.prompt, self.loop_prompt, self.gap_s = prompt, loop, gap_s
+        self.media.replace_prompt(prompt, loop=loop, gap_s=gap_s)
+
+    def silence(self) -> None:
+        """Stop the prompt; the RTP stream goes on with silence."""
+        self.prompt = None
+        self.media.silence()
+
     def hangup(self) -> None:
         """CANCEL, BYE or refuse, whichever fits the call's state; Ended follows."""
         self.ua._hangup(self.call_id)
@@ -168,6 +180,21 @@ class IncomingCallRequest:
     def reject(self, status: int = 486) -> None:
         self.ua.agent.reject(self.call_id, status, self.ua._now())
         self.ua._pump()
+
+
+async def _resolve(hp: HostPort) -> tuple[str, int]:
+    """HOST:PORT -> (IP, port); IP literals pass through."""
+    try:
+        ipaddress.ip_address(hp.host)
+        return hp.host, hp.port
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(hp.host, hp.port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise ConfigError([f"config error: cannot resolve {hp.host}"])
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first, as SDP and Via are
+    addr = infos[0][4]
+    return str(addr[0]), int(addr[1])
 
 
 IncomingHandler = Callable[[IncomingCallRequest], Awaitable[None] | None]
@@ -205,7 +232,12 @@ class UserAgent:
         host = sip.listen.host
         contact_host = host
         if host in ("0.0.0.0", "::"):
-            contact_host = local_address_towards(hop.host, hop.port) if hop else "127.0.0.1"
+            target = await _resolve(hop) if hop else None
+            contact_host = local_address_towards(*target) if target else "127.0.0.1"
+        # Resolve the PBX names once, off the loop's critical path: sendto() with a host name
+        # would resolve synchronously on every datagram.
+        registrar = await _resolve(sip.registrar) if sip.registrar else None
+        proxy = await _resolve(sip.proxy) if sip.proxy else None
         udp, port = await SipTransport.bind(host, sip.listen.port)
         self.local_address = HostPort(contact_host, port)
         agent_cfg = AgentConfig(
@@ -216,8 +248,8 @@ class UserAgent:
             password=sip.password,
             display_name=sip.display_name,
             transport=sip.transport,
-            registrar=(sip.registrar.host, sip.registrar.port) if sip.registrar else None,
-            proxy=(sip.proxy.host, sip.proxy.port) if sip.proxy else None,
+            registrar=registrar,
+            proxy=proxy,
             expires_s=sip.expires_s,
             codecs=self.config.rtp.codecs,
             timers=TimerConfig(t1=sip.t1_s, t2=sip.t2_s, t4=sip.t4_s),
