@@ -540,3 +540,21 @@ def test_422_retried_with_min_se_once() -> None:
         a.receive_datagram(resp.to_bytes(), ("127.0.0.1", 5072), 0.1 * (attempt + 1))
     (ev,) = events(a)
     assert isinstance(ev, CallEnded) and ev.status == 422 and ev.call_id == cid  # a second 422 ends it
+
+
+def test_late_2xx_after_bye_is_still_acked_then_call_forgotten() -> None:
+    a, b = _pair()
+    wire = Wire()
+    cid, _ = _call(a, b)
+    b.answer(cid, "127.0.0.1", 30000, 0.0)
+    transfer([a, b], 0.0, wire)
+    ok = next(out for _, src, _, m, out in wire.log if isinstance(m, Response) and m.status == 200)
+    events(a)
+    a.bye(cid, 1.0)
+    transfer([a, b], 1.0)
+    assert isinstance(events(a)[0], CallEnded)
+    a.receive_datagram(ok.data, ("127.0.0.1", 5072), 2.0)  # the 200 OK to the INVITE, once more
+    (ack,) = a.datagrams_to_send()
+    assert ack.data.startswith(b"ACK ") and b"CSeq: 1 ACK" in ack.data
+    run_timers([a], 2.0, 40.0)
+    assert cid not in a.calls

@@ -24,7 +24,7 @@ from voip_sos.sip.events import Event, MessageReceived, MessageResult, Registrat
 from voip_sos.sip.headers import NameAddr, SipUri, Via
 from voip_sos.sip.message import Headers, Message, Request, Response, parse_datagram
 from voip_sos.sip.register import Registration, RegState
-from voip_sos.sip.transaction import ClientTransaction, ServerTransaction, TimerConfig
+from voip_sos.sip.transaction import ClientTransaction, ServerTransaction, TimerConfig, TxState
 
 __all__ = ["AgentConfig", "AgentCore", "Outgoing", "Pending"]
 
@@ -365,7 +365,7 @@ class AgentCore:
         dest = self._response_dest(req, addr, transport)
         if req.method == "ACK":
             entry = self._server.get(ServerTransaction.key_for(req))
-            if entry is not None and entry[0].state.name == "COMPLETED":
+            if entry is not None and entry[0].state is TxState.COMPLETED:
                 entry[0].receive_request(req, now)
             else:
                 self.ack_received(req, now)

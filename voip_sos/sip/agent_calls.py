@@ -190,7 +190,7 @@ class SipAgent(AgentCore):
         if call.state is not S.INCOMING or call.server_tx is None:
             raise LocalProtocolError(f"cannot reject call {call_id} in {call.state.value}")
         self.respond(call.server_tx, status, to_tag=call.local_tag, now=now)
-        self._end(call, "local", status, "rejected")
+        self._end(call, "local", status, "rejected", now)
 
     def restore_dialog(self, state: dict[str, Any], now: float) -> str:
         """Adopt a dialog exported by an earlier process (`export_dialog`) so it can be ended."""
@@ -271,7 +271,7 @@ class SipAgent(AgentCore):
         if pending.purpose == "invite":
             self._invite_response(call, pending, resp, now)
         elif pending.purpose == "bye" and resp.status >= 200:
-            self._end(call, "local", call.final_status, f"BYE answered {resp.status}")
+            self._end(call, "local", call.final_status, f"BYE answered {resp.status}", now)
         elif pending.purpose in ("update", "reinvite") and 200 <= resp.status < 300:
             if pending.purpose == "reinvite":
                 self._send_ack(call, resp)
@@ -346,7 +346,7 @@ class SipAgent(AgentCore):
                 return
         call.final_status, call.final_reason = code, resp.reason
         by = "local" if call.state is S.CANCELLING else "remote"
-        self._end(call, by, code, resp.reason)
+        self._end(call, by, code, resp.reason, now)
 
     def stray_invite_2xx(self, call: Call, resp: Response, now: float) -> None:
         if call.ack is not None:
@@ -358,9 +358,9 @@ class SipAgent(AgentCore):
             return
         if pending.purpose == "invite":
             by = "timeout" if status is None else "error"
-            self._end(call, by, status or 408, reason)
+            self._end(call, by, status or 408, reason, now)
         elif pending.purpose == "bye":
-            self._end(call, "local", call.final_status, f"BYE {reason}")
+            self._end(call, "local", call.final_status, f"BYE {reason}", now)
         elif pending.purpose in ("update", "reinvite"):
             self._bye_after_failure(call, now, f"session refresh {reason}")
 
@@ -369,11 +369,13 @@ class SipAgent(AgentCore):
         if call.state is S.CONFIRMED:
             self.bye(call.call_id, now)
 
-    def _end(self, call: Call, by: str, status: int | None, reason: str) -> None:
+    def _end(self, call: Call, by: str, status: int | None, reason: str, now: float) -> None:
         if call.ended:
             return
         call.set_state(S.ENDED)
         call.refresh_at = call.expire_at = call.give_up_at = None
+        # Keep the call for 64·T1 so late 2xx resends still get their ACK, then forget it.
+        call.forget_at = now + 64 * self.config.timers.t1
         if call.dialog is not None and call.dialog.state.name != "TERMINATED":
             call.dialog.terminate()
         self.emit(CallEnded(call.call_id, by, status, reason, call.answered))
@@ -413,7 +415,7 @@ class SipAgent(AgentCore):
         for call in list(self.calls.values()):
             if call.give_up_at is not None and call.give_up_at <= now:
                 call.give_up_at = None
-                self._end(call, "local", call.final_status or 487, "no answer to CANCEL")
+                self._end(call, "local", call.final_status or 487, "no answer to CANCEL", now)
             if call.refresh_at is not None and call.refresh_at <= now and call.state is S.CONFIRMED:
                 call.refresh_at = None
                 assert call.dialog is not None and call.session_expires_s is not None
@@ -431,7 +433,7 @@ class SipAgent(AgentCore):
             if call.expire_at is not None and call.expire_at <= now and call.state is S.CONFIRMED:
                 call.expire_at = None
                 self._bye_after_failure(call, now, "session expired without refresh")
-            if call.ended:
+            if call.ended and call.forget_at is not None and call.forget_at <= now:
                 del self.calls[call.call_id]
 
     # -- requests from the far end ---------------------------------------------------------------
@@ -453,7 +455,7 @@ class SipAgent(AgentCore):
         dlg.check_remote_cseq(req)
         if method == "BYE":
             self.respond(stx, 200, now=now)
-            self._end(call, "remote", call.final_status or 200, "BYE from far end")
+            self._end(call, "remote", call.final_status or 200, "BYE from far end", now)
         elif method in ("INVITE", "UPDATE"):
             self._incoming_refresh(call, stx, req, now)
         elif method == "INFO":
@@ -495,7 +497,7 @@ class SipAgent(AgentCore):
             tag = call.local_tag if call is not None else self.new_tag()
             self.respond(inv_tx, 487, to_tag=tag, now=now)
             if call is not None:
-                self._end(call, "remote", 487, "cancelled by caller")
+                self._end(call, "remote", 487, "cancelled by caller", now)
 
     def _local_answer(self, call: Call, offer_sdp: bytes | None) -> bytes:
         """Our SDP answering `offer_sdp`, or a fresh offer when there was none (§14.2)."""

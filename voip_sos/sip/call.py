@@ -82,6 +82,8 @@ class Call:
     refresh_at: float | None = None
     expire_at: float | None = None
     give_up_at: float | None = None
+    forget_at: float | None = None
+    """when an ended call is dropped: late 2xx resends still get their ACK until then"""
     timers: dict[str, float] = field(default_factory=dict)
 
     def set_state(self, new: CallState) -> None:
@@ -97,7 +99,9 @@ class Call:
         return self.state is CallState.ENDED
 
     def deadlines(self) -> list[float]:
-        return [t for t in (self.refresh_at, self.expire_at, self.give_up_at) if t is not None]
+        return [
+            t for t in (self.refresh_at, self.expire_at, self.give_up_at, self.forget_at) if t is not None
+        ]
 
     def schedule_session_timer(self, expires_s: int, we_refresh: bool, now: float) -> None:
         """RFC 4028 §10: the refresher sends a refresh at half the interval; the other side ends
