@@ -558,3 +558,38 @@ def test_late_2xx_after_bye_is_still_acked_then_call_forgotten() -> None:
     assert ack.data.startswith(b"ACK ") and b"CSeq: 1 ACK" in ack.data
     run_timers([a], 2.0, 40.0)
     assert cid not in a.calls
+
+
+def test_cancel_after_auth_retry_targets_the_retried_invite() -> None:
+    a, b = _pair()
+    cid = a.invite("sip:bob@127.0.0.1:5072", "127.0.0.1", 20000, 0.0)
+    (out,) = a.datagrams_to_send()
+    a.receive_datagram(_challenge(out.data, 407, 'Digest realm="p", nonce="x"'), ("127.0.0.1", 5072), 0.1)
+    _, retry = a.datagrams_to_send()
+    b.receive_datagram(retry.data, ("127.0.0.1", 5071), 0.2)
+    transfer([a, b], 0.2)
+    a.cancel(cid, 0.5)
+    wire = Wire()
+    transfer([a, b], 0.5, wire)
+    cancel = wire.log[0][3]
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    assert cancel.headers.get("Via") == parse_datagram(retry.data).headers.get("Via")
+    assert (cancel.headers.get("CSeq") or "") == "2 CANCEL"
+    assert wire.methods() == ["CANCEL", "200", "487", "ACK"]
+
+
+def test_cancel_of_a_large_invite_follows_its_udp_fallback() -> None:
+    a, b = _pair()
+    civic = CivicAddress(country="CN", NAM="x" * 900)
+    loc = Location("pres:u@127.0.0.1", civic, "2026-11-24T19:00:00Z")
+    cid = a.invite("sip:bob@127.0.0.1:5072", "127.0.0.1", 20000, 0.0, location=loc)
+    (tcp,) = a.datagrams_to_send()
+    assert tcp.tx_key is not None
+    a.transport_failed(tcp.tx_key, 0.01)
+    transfer([a, b], 0.01)
+    a.cancel(cid, 0.5)
+    wire = Wire()
+    transfer([a, b], 0.5, wire)
+    assert wire.methods() == ["CANCEL", "200", "487", "ACK"]
+    assert all(out.transport == "UDP" for *_, out in wire.log)
+    assert b"Via: SIP/2.0/UDP " in wire.log[0][4].data

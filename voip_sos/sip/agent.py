@@ -355,8 +355,8 @@ class AgentCore:
         retry.retried_422 = pending.retried_422
         if pending.large:
             retry.transport = "UDP"  # decide TCP-or-UDP afresh from the UDP path (§18.1.1)
-        self.auth_retry_started(retry, new, now)
-        self.start_client(retry, now)
+        ctx = self.start_client(retry, now)
+        self.request_reissued(retry, ctx, now)
 
     # -- server side -------------------------------------------------------------------------------
 
@@ -463,6 +463,9 @@ class AgentCore:
         dest = entry[1] if entry else self._response_dest(stx.request, stx.source, stx.transport)
         self.flush_server(stx, dest)
         return resp
+
+    def client_entry(self, key: str) -> tuple[ClientTransaction, Pending] | None:
+        return self._client.get(key)
 
     def server_entry(self, key: str) -> tuple[ServerTransaction, Addr] | None:
         return self._server.get(key)
@@ -656,5 +659,5 @@ class AgentCore:
     def call_timers(self, now: float) -> None:
         raise NotImplementedError
 
-    def auth_retry_started(self, pending: Pending, request: Request, now: float) -> None:
+    def request_reissued(self, pending: Pending, ctx: ClientTransaction, now: float) -> None:
         raise NotImplementedError

@@ -27,7 +27,7 @@ from voip_sos.sip.message import Message, Request, Response
 from voip_sos.sip.multipart import BodyPart, build_multipart, parse_multipart
 from voip_sos.sip.pidf import PIDF_CONTENT_TYPE, CivicAddress, build_pidf_lo, geolocation_headers
 from voip_sos.sip.sdp import MediaParams, SessionDescription, build_answer, build_offer, negotiate
-from voip_sos.sip.transaction import ServerTransaction, TxState
+from voip_sos.sip.transaction import ClientTransaction, ServerTransaction, TxState
 
 __all__ = ["Location", "SipAgent"]
 
@@ -142,7 +142,11 @@ class SipAgent(AgentCore):
             req.headers.add("Route", r)
         req.headers.add("CSeq", f"{inv.headers.get('CSeq', '1 INVITE').split()[0]} CANCEL")  # type: ignore[union-attr]
         branch = (call.invite_tx_key or "").split("/")[0]
-        self.start_client(Pending(req, call.dest, call.transport, "cancel", call.call_id), now, branch=branch)
+        # §9.1: the CANCEL goes where the INVITE went, over the transport it finally took
+        # (a large INVITE may have fallen back from TCP to UDP).
+        entry = self.client_entry(call.invite_tx_key or "")
+        transport = entry[0].transport if entry is not None else call.transport
+        self.start_client(Pending(req, call.dest, transport, "cancel", call.call_id), now, branch=branch)
 
     def bye(self, call_id: str, now: float) -> None:
         """Queue a BYE for an established call."""
@@ -259,10 +263,13 @@ class SipAgent(AgentCore):
 
     # -- responses to our requests ----------------------------------------------------------------
 
-    def auth_retry_started(self, pending: Pending, request: Request, now: float) -> None:
+    def request_reissued(self, pending: Pending, ctx: ClientTransaction, now: float) -> None:
+        """The INVITE went out again (credentials, 422): CANCEL and the dialog follow the new one."""
         call = self.calls.get(pending.handle)
         if call is not None and pending.purpose == "invite":
-            call.invite = request
+            call.invite = pending.request
+            call.invite_tx_key = ctx.key
+            call.dest, call.transport = pending.dest, pending.transport
 
     def call_response(self, pending: Pending, resp: Response, now: float) -> None:
         call = self.calls.get(pending.handle)
@@ -298,7 +305,7 @@ class SipAgent(AgentCore):
                 early = negotiate(SessionDescription.parse(sdp), self.config.codecs)
                 call.media = early
             if NameAddr.parse(resp.headers.get("To") or "", "To").tag and call.dialog is None:
-                call.dialog = Dialog.from_uac(call.invite, resp, call.transport)
+                call.dialog = Dialog.from_uac(call.invite, resp, self.config.transport.upper())
             call.set_state(S.EARLY)
             self.emit(CallProgressed(call.call_id, code, resp.reason, early))
             return
@@ -310,7 +317,7 @@ class SipAgent(AgentCore):
                 call.dialog is None
                 or call.dialog.remote_tag != NameAddr.parse(resp.headers.get("To") or "", "To").tag
             ):
-                call.dialog = Dialog.from_uac(call.invite, resp, call.transport)
+                call.dialog = Dialog.from_uac(call.invite, resp, self.config.transport.upper())
             else:
                 call.dialog.update_from_response(resp)
             call.final_status, call.final_reason = code, resp.reason

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from voip_sos.errors import LocalProtocolError, RemoteProtocolError
+from voip_sos.logs import bind
 from voip_sos.sip.dialog import Dialog
 from voip_sos.sip.message import Request
 from voip_sos.sip.sdp import MediaParams
@@ -91,7 +92,7 @@ class Call:
             return
         if new not in _TRANSITIONS[self.state]:
             raise LocalProtocolError(f"call {self.call_id}: illegal move {self.state.name} -> {new.name}")
-        log.info("call %s: %s -> %s", self.call_id, self.state.value, new.value)
+        bind(log, call=self.call_id).info("call state %s -> %s", self.state.value, new.value)
         self.state = new
 
     @property
