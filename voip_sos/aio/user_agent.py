@@ -306,6 +306,8 @@ class UserAgent:
 
     async def register(self) -> RegistrationResult:
         """REGISTER and wait for the outcome (refreshes then run by themselves)."""
+        if self.config.sip.registrar is None and self.config.sip.proxy is None:
+            return RegistrationResult("unregistered", None, "no sip.registrar configured", None)
         return await self._registration_outcome(lambda: self.agent.register(self._now()))
 
     async def _registration_outcome(self, action: Callable[[], None]) -> RegistrationResult:

@@ -289,10 +289,7 @@ class SipAgent(AgentCore):
     def _invite_response(self, call: Call, pending: Pending, resp: Response, now: float) -> None:
         code = resp.status
         if code < 200:
-            if code > 100 or NameAddr.parse(resp.headers.get("To") or "", "To").tag:
-                call.provisional_seen = True
-            if code == 100:
-                call.provisional_seen = True
+            call.provisional_seen = True  # §9.1: CANCEL may follow any provisional response
             if call.cancel_pending and call.provisional_seen:
                 call.cancel_pending = False
                 self._send_cancel(call, now)
