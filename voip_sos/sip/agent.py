@@ -5,8 +5,10 @@ their source and `now`; `datagrams_to_send()` returns what to transmit; `next_ev
 events; `get_timer()` / `handle_timer()` drive every deadline. User actions (`register()`,
 `invite()`, `cancel()`, `bye()`, `answer()`, `reject()`, `message()`) only queue output.
 
-Call handling (INVITE sessions, re-INVITE/UPDATE, INFO, session timers) is in `agent_calls.py`, a
-mixin over the state defined here, so each file keeps one concern.
+This file is the transport-facing half: framing, transactions, digest retry, responses. REGISTER,
+MESSAGE and out-of-dialog requests are in `agent_requests.py`; INVITE sessions (re-INVITE/UPDATE,
+INFO, session timers) in `agent_calls.py`; each subclasses the one before, so each file keeps one
+concern.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from dataclasses import dataclass, field
 from voip_sos.errors import AuthError, ProtocolError, RemoteProtocolError
 from voip_sos.sip.call import Call
 from voip_sos.sip.digest import build_authorization, pick_challenge
-from voip_sos.sip.events import Event, MessageReceived, MessageResult, RegistrationChanged
+from voip_sos.sip.events import Event
 from voip_sos.sip.headers import NameAddr, SipUri, Via
 from voip_sos.sip.message import Headers, Message, Request, Response, parse_datagram
-from voip_sos.sip.register import Registration, RegState
+from voip_sos.sip.register import Registration
 from voip_sos.sip.transaction import ClientTransaction, ServerTransaction, TimerConfig, TxState
 
 __all__ = ["AgentConfig", "AgentCore", "Outgoing", "Pending"]
@@ -499,145 +501,19 @@ class AgentCore:
         req = Request(headers=h, method="X", uri="sip:x")
         self.send_raw(resp.to_bytes(), self._response_dest(req, addr, transport.upper()), transport.upper())
 
-    # -- REGISTER -------------------------------------------------------------------------------
-
-    def register(self, now: float) -> None:
-        """Queue a REGISTER now (initial or manual refresh)."""
-        self.send_register(now)
-
-    def unregister(self, now: float) -> None:
-        """Queue a REGISTER with Expires: 0 (§10.2.2); RegistrationChanged(unregistered) follows."""
-        if self.registration.state is RegState.UNREGISTERED:
-            return
-        self.registration.start_unregister()
-        self._send_register_request(0, now)
-
+    # Hooks the subclasses provide (agent_requests.py, agent_calls.py).
     def send_register(self, now: float) -> None:
-        if self.config.registrar is None and self.config.proxy is None:
-            self.registration.stop()
-            return
-        expires = self.registration.start()
-        self._send_register_request(expires, now)
-
-    def _send_register_request(self, expires: int, now: float) -> None:
-        reg = self.registration
-        reg.cseq += 1
-        aor = f"<{self.aor}>"
-        dest, transport = self.route_for(f"sip:{self.config.domain}")
-        req = self.base_request(
-            "REGISTER",
-            f"sip:{self.config.domain}",
-            aor,
-            f"{aor};tag={self._register_tag}",
-            reg.call_id,
-            reg.cseq,
-        )
-        req.headers.add("Contact", f"{self.contact(transport)};expires={expires}")
-        req.headers.add("Expires", str(expires))
-        req.headers.add("Allow", ALLOW)
-        self.start_client(Pending(req, dest, transport, "register", reg.call_id), now)
-
-    def _register_response(self, pending: Pending, resp: Response | None, now: float) -> None:
-        reg = self.registration
-        status = resp.status if resp else None
-        reason = resp.reason if resp else "timeout"
-        if resp is not None and resp.status < 200:
-            return
-        if resp is not None and 200 <= resp.status < 300:
-            granted = self._granted_expires(resp, pending.request)
-            reg.succeeded(granted, now)
-            self.emit(RegistrationChanged(reg.state.value, status, reason, reg.granted_s))
-            return
-        if resp is not None and resp.status == 423 and reg.state is RegState.REGISTERING:
-            min_exp = resp.headers.get("Min-Expires")
-            if reg.too_brief(int(min_exp) if min_exp and min_exp.strip().isdigit() else None):
-                log.info("registrar wants Min-Expires %s; retrying", min_exp)
-                self.send_register(now)
-                return
-        retry_at = reg.failed(now)
-        state = reg.state.value
-        self.emit(RegistrationChanged(state, status, reason, None, retry_at if state == "failed" else None))
-
-    def _granted_expires(self, resp: Response, req: Request) -> int:
-        ours = NameAddr.parse(req.headers.get_all("Contact")[0], "Contact").uri
-        for c in resp.headers.get_all("Contact"):
-            try:
-                na = NameAddr.parse(c, "Contact")
-            except ProtocolError:
-                continue
-            if na.uri.user == ours.user and na.uri.port == ours.port and "expires" in na.params:
-                value = na.params["expires"] or ""
-                if value.isdigit():
-                    return int(value)
-        exp = resp.headers.get("Expires")
-        if exp and exp.strip().isdigit():
-            return int(exp)
-        return int((req.headers.get("Expires") or "0").strip() or 0)
-
-    # -- MESSAGE (RFC 3428) ---------------------------------------------------------------------
-
-    def message(
-        self, number: str, text: str, now: float, content_type: str = "text/plain;charset=UTF-8"
-    ) -> str:
-        """Queue a MESSAGE; returns its handle (the Call-ID). MessageResult carries the outcome."""
-        uri = self.target_uri(number)
-        dest, transport = self.route_for(uri)
-        call_id = self.new_id()
-        req = self.base_request("MESSAGE", uri, f"<{uri}>", self._from_header(None), call_id, 1)
-        req.headers.add("Content-Type", content_type)
-        req.body = text.encode("utf-8")
-        self.start_client(Pending(req, dest, transport, "message", call_id), now)
-        return call_id
-
-    def _from_header(self, display_name: str | None) -> str:
-        name = display_name if display_name is not None else self.config.display_name
-        return f"{NameAddr(SipUri.parse(self.aor), name)};tag={self.new_tag()}"
-
-    # -- dispatch (completed by the call mixin) -------------------------------------------------
+        raise NotImplementedError
 
     def response_received(self, pending: Pending, resp: Response, now: float) -> None:
-        if pending.purpose == "register":
-            self._register_response(pending, resp, now)
-        elif pending.purpose == "message" and resp.status >= 200:
-            self.emit(MessageResult(pending.handle, resp.status, resp.reason))
-        elif pending.purpose not in ("register", "message", "options"):
-            self.call_response(pending, resp, now)
+        raise NotImplementedError
 
     def request_failed(self, pending: Pending, status: int | None, reason: str, now: float) -> None:
-        if pending.purpose == "register":
-            reg = self.registration
-            retry_at = reg.failed(now)
-            state = reg.state.value
-            self.emit(
-                RegistrationChanged(state, status, reason, None, retry_at if state == "failed" else None)
-            )
-        elif pending.purpose == "message":
-            self.emit(MessageResult(pending.handle, status, reason))
-        elif pending.purpose != "options":
-            self.call_request_failed(pending, status, reason, now)
+        raise NotImplementedError
 
     def dispatch_request(self, stx: ServerTransaction, req: Request, now: float) -> None:
-        method = req.method
-        to_tag = NameAddr.parse(req.headers.get("To") or "", "To").tag
-        if method == "OPTIONS" and not to_tag:
-            self.respond(stx, 200, headers=[("Accept", "application/sdp")], now=now)
-        elif method == "MESSAGE" and not to_tag:
-            self.emit(
-                MessageReceived(
-                    str(NameAddr.parse(req.headers.get("From") or "").uri),
-                    req.headers.get("Content-Type") or "text/plain",
-                    req.body,
-                )
-            )
-            self.respond(stx, 200, now=now)
-        elif method == "NOTIFY" and not to_tag:
-            self.respond(stx, 200, now=now)  # unsolicited MWI from Asterisk: acknowledge, ignore
-        elif method in ("INVITE", "BYE", "CANCEL", "UPDATE", "INFO", "OPTIONS", "MESSAGE", "NOTIFY", "PRACK"):
-            self.call_request(stx, req, to_tag, now)
-        else:
-            self.respond(stx, 501, headers=[("Allow", ALLOW)], now=now)
+        raise NotImplementedError
 
-    # Hooks the call mixin provides.
     def call_response(self, pending: Pending, resp: Response, now: float) -> None:
         raise NotImplementedError
 

@@ -11,7 +11,8 @@ import secrets
 from typing import Any
 
 from voip_sos.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from voip_sos.sip.agent import ALLOW, AgentCore, Pending
+from voip_sos.sip.agent import ALLOW, Pending
+from voip_sos.sip.agent_requests import RequestsAgent
 from voip_sos.sip.call import Call, CallState, parse_dtmf_info, parse_session_expires
 from voip_sos.sip.dialog import Dialog
 from voip_sos.sip.events import (
@@ -61,7 +62,7 @@ def _sdp_of(msg: Message) -> bytes | None:
     return None
 
 
-class SipAgent(AgentCore):
+class SipAgent(RequestsAgent):
     """The whole user agent core."""
 
     # -- user actions -----------------------------------------------------------------------------
