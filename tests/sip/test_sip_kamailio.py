@@ -95,3 +95,34 @@ async def test_incoming_call_through_proxy() -> None:
         ended = await asyncio.wait_for(call.ended(), 5)
         assert ended.by == "local"
         assert "in-dialog BYE" in kam.output()
+
+
+async def test_kamailio_423_then_registered_with_min_expires() -> None:
+    kport = free_port()
+    with Kamailio(kport, USERS) as kam:
+        await wait_udp_listening(kport, peer=kam)
+        rtp = free_port_pair()
+        cfg = Config(
+            sip=SipConfig(
+                listen=HostPort("127.0.0.1", 0),
+                registrar=HostPort("127.0.0.1", kport),
+                domain="127.0.0.1",
+                username="voip-sos",
+                password=USERS["voip-sos"],
+                expires_s=30,  # below Kamailio's min_expires (60)
+            ),
+            rtp=RtpConfig(ports=PortRange(rtp, rtp + 9)),
+        )
+        ua = UserAgent(cfg)
+        await ua.start()
+        try:
+            assert ua.transport is not None
+            statuses: list[str] = []
+            ua.transport.trace = lambda d, data, addr, t: statuses.append(data.split(b"\r\n", 1)[0].decode())
+            result = await asyncio.wait_for(ua.register(), 5)
+            assert result.ok and result.expires_s == 60
+            assert [s for s in statuses if s.startswith("SIP/2.0")] == [
+                "SIP/2.0 401 Unauthorized", "SIP/2.0 423 Interval Too Brief", "SIP/2.0 401 Unauthorized", "SIP/2.0 200 OK",
+            ]  # fmt: skip
+        finally:
+            await ua.close(timeout_s=2.0)
