@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -387,3 +388,24 @@ async def test_422_retried_with_the_min_se_asked_for() -> None:
         await asyncio.wait_for(call.ended(), 5)
         await _finish(sipp)
         assert "X-Session-Expires-Seen: 90" in sipp.messages()
+
+
+async def test_call_left_open_by_a_crash_is_ended_after_restart() -> None:
+    # A restarted service binds its configured sip.listen port again (SIPp answers there too).
+    cfg = _config()
+    cfg = dataclasses.replace(
+        cfg, sip=dataclasses.replace(cfg.sip, listen=HostPort("127.0.0.1", free_port()))
+    )
+    async with _sipp("uas_answer_wait_bye") as sipp:
+        ua = UserAgent(cfg)
+        await ua.start()
+        call = await ua.call(_uri(sipp), _prompt())
+        assert await asyncio.wait_for(call.answered(), 5) is not None
+        state = json.loads(json.dumps(call.export()))  # what the incident store would keep
+        await ua.close(unregister=False, hangup=False)  # the process dies, the call stays up
+        assert sipp.proc is not None and sipp.proc.poll() is None
+        async with _ua(cfg) as restarted:
+            ended = await asyncio.wait_for(restarted.end_restored(state), 5)
+            assert ended.by == "local"
+        await _finish(sipp)
+        assert "BYE sip:" in sipp.messages()

@@ -43,6 +43,11 @@ def local_address_towards(host: str, port: int) -> str:
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
         self.owner = owner
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.owner._on_datagram(data, (addr[0], addr[1]))
@@ -95,6 +100,7 @@ class SipTransport:
         self.on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_protocol: _Udp | None = None
         self._server: asyncio.Server | None = None
         self._tcp: dict[Addr, _Tcp] = {}
         self._connecting: dict[Addr, asyncio.Task[None]] = {}
@@ -132,7 +138,9 @@ class SipTransport:
 
     async def start(self, udp_sock: socket.socket, tcp: bool = True) -> None:
         host, port = udp_sock.getsockname()[:2]
-        self._udp, _ = await self._loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp_sock)
+        self._udp, self._udp_protocol = await self._loop.create_datagram_endpoint(
+            lambda: _Udp(self), sock=udp_sock
+        )
         if tcp:
             self._server = await self._loop.create_server(lambda: _Tcp(self), host, port, reuse_address=True)
         self.pump()
@@ -150,6 +158,10 @@ class SipTransport:
             await self._server.wait_closed()
         if self._udp is not None:
             self._udp.close()
+            # The port is free only once the socket is really closed (a restart binds it again).
+            if self._udp_protocol is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._udp_protocol.closed), 1.0)
 
     # -- input --------------------------------------------------------------------------------------
 

@@ -265,12 +265,13 @@ class UserAgent:
         self._media_address = self.config.rtp.public_ip or contact_host
         log.info("user agent started", extra={"sip": f"{contact_host}:{port}"})
 
-    async def close(self, unregister: bool = True, timeout_s: float = 3.0) -> None:
-        """Hang up every call, unregister, close sockets."""
+    async def close(self, unregister: bool = True, timeout_s: float = 3.0, hangup: bool = True) -> None:
+        """Hang up every call, unregister, close sockets. `hangup=False` leaves calls up (as a
+        crash would; `Call.export()` + `end_restored()` end them later)."""
         for call in list(self.calls.values()):
-            if not call.is_ended:
+            if hangup and not call.is_ended:
                 call.hangup()
-        pending = [c.ended() for c in self.calls.values() if not c.is_ended]
+        pending = [c.ended() for c in self.calls.values() if hangup and not c.is_ended]
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
