@@ -30,7 +30,9 @@ def test_example_config_is_valid_and_complete() -> None:
     for row in markdown_table().splitlines()[2:]:
         dotted = row.split("`")[1]
         section, key = dotted.split(".")
-        assert f"\n  {key}:" in text.split(f"\n{section}:", 1)[1].split("\n\n", 1)[0] or f"#  {key}" in text, dotted
+        assert (
+            f"\n  {key}:" in text.split(f"\n{section}:", 1)[1].split("\n\n", 1)[0] or f"#  {key}" in text
+        ), dotted
 
 
 def test_readme_table_matches_schema() -> None:
@@ -90,7 +92,9 @@ def test_env_overrides_and_nested_keys(tmp_path: Path) -> None:
 
 
 def test_bad_env_values_name_the_variable(tmp_path: Path) -> None:
-    got = problems("", tmp_path, {"VOIP_SOS_SIP_REGISTRAR": "nope", "VOIP_SOS_SIP_PASWORD": "x", "VOIP_SOS_X_Y": "1"})
+    got = problems(
+        "", tmp_path, {"VOIP_SOS_SIP_REGISTRAR": "nope", "VOIP_SOS_SIP_PASWORD": "x", "VOIP_SOS_X_Y": "1"}
+    )
     assert got == [
         "config error: sip.pasword: unknown key (environment VOIP_SOS_SIP_PASWORD)",
         "config error: VOIP_SOS_X_Y: no configuration section matches (environment)",
@@ -126,7 +130,10 @@ def test_config_check_masks_secrets_and_exits_2_on_errors(cli: Cli) -> None:
     cli.config.write_text("sip:\n  registrar: pbx:abc\n", encoding="utf-8")
     r = cli("directory", "list")
     assert r.returncode == 2
-    assert r.stderr.strip() == 'config error: sip.registrar: expected HOST:PORT, got "pbx:abc" (config.yaml line 2)'
+    assert (
+        r.stderr.strip()
+        == 'config error: sip.registrar: expected HOST:PORT, got "pbx:abc" (config.yaml line 2)'
+    )
 
 
 def test_missing_explicit_config_file(cli: Cli, tmp_path: Path) -> None:

@@ -386,6 +386,33 @@ class SipConfig:
     expires_s: int = key(
         600, "Registration lifetime asked for", parse_positive_int, type_name="int", unit="s"
     )
+    display_name: str | None = key(
+        None,
+        "From display name of our calls (a call may override it)",
+        parse_optional_str,
+        type_name="string",
+    )
+    t1_s: float = key(
+        0.5,
+        "SIP timer T1: RTT estimate, first retransmission (RFC 3261 §17)",
+        parse_positive_float,
+        type_name="float",
+        unit="s",
+    )
+    t2_s: float = key(
+        4.0,
+        "SIP timer T2: longest retransmission interval of non-INVITE requests",
+        parse_positive_float,
+        type_name="float",
+        unit="s",
+    )
+    t4_s: float = key(
+        5.0,
+        "SIP timer T4: how long a message may stay in the network",
+        parse_positive_float,
+        type_name="float",
+        unit="s",
+    )
 
 
 @dataclass(frozen=True, slots=True)

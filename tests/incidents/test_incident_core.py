@@ -48,7 +48,11 @@ def test_start_calls_centre_and_every_contact_and_texts_them_at_once() -> None:
     core.start(0.0)
     cmds = drain(core)
     assert statuses(cmds) == [StbStatus.CALLING]
-    assert calls(cmds) == [("centre#1", "120"), ("contact:0#1", "+8613800000001"), ("contact:1#1", "+8613900000002")]
+    assert calls(cmds) == [
+        ("centre#1", "120"),
+        ("contact:0#1", "+8613800000001"),
+        ("contact:1#1", "+8613900000002"),
+    ]
     placed = [c for c in cmds if isinstance(c, PlaceCall)]
     assert placed[0].emergency and placed[0].language == "en"
     assert not placed[1].emergency and placed[1].language == "zh"
