@@ -530,6 +530,15 @@ class HttpConfig:
     public_url: str = key(
         "http://127.0.0.1:8080", "Base URL that links in SMS start with", parse_url, type_name="URL"
     )
+    link_ttl_s: int = key(
+        86400, "How long a voice link in an SMS works", parse_positive_int, type_name="int", unit="s"
+    )
+    metrics_listen: HostPort | None = key(
+        None,
+        "Operator-only address for `/healthz` and `/metrics`; unset = served on `http.listen`",
+        parse_optional_hostport,
+        type_name="HOST:PORT",
+    )
 
 
 @dataclass(frozen=True, slots=True)
