@@ -253,3 +253,25 @@ async def test_migration_0003_goes_down_and_up(db_url: str) -> None:
         await engine.dispose()
     assert "links" not in tables
     assert await upgrade(db_url) == head_revision()
+
+
+async def test_running_server_purges_expired_links(db_url: str, store: DbLinkStore, wav: Path) -> None:
+    expired = [await voice_link(store, wav, ttl=timedelta(seconds=-1)) for _ in range(3)]
+    live = await voice_link(store, wav)
+    servers = await start_http(
+        HttpConfig(listen=HostPort("127.0.0.1", 0)), store, None, None, purge_interval_s=0.05
+    )
+    engine = create_engine(db_url)
+    try:
+        hashes: set[str] = set()
+        for _ in range(100):  # bounded: 100 x 0.02 s
+            async with engine.connect() as conn:
+                hashes = set((await conn.execute(text("SELECT token_hash FROM links"))).scalars())
+            if len(hashes) == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert hashes == {token_hash(live)}
+        assert all(token_hash(t) not in hashes for t in expired)
+    finally:
+        await engine.dispose()
+        await servers.close()
