@@ -567,17 +567,17 @@ class HttpConfig:
         parse_hostport,
         type_name="HOST:PORT",
     )
-    link_ttl_s: float = key(
-        86400.0, "How long a link in an SMS works", parse_positive_float, type_name="number", unit="s"
+    public_url: str = key(
+        "http://127.0.0.1:8080", "Base URL that links in SMS start with", parse_url, type_name="URL"
+    )
+    link_ttl_s: int = key(
+        86400, "How long a voice link in an SMS works", parse_positive_int, type_name="int", unit="s"
     )
     metrics_listen: HostPort | None = key(
         None,
-        "Separate operator address for /healthz and /metrics; unset = on http.listen",
+        "Operator-only address for `/healthz` and `/metrics`; unset = served on `http.listen`",
         parse_optional_hostport,
         type_name="HOST:PORT",
-    )
-    public_url: str = key(
-        "http://127.0.0.1:8080", "Base URL that links in SMS start with", parse_url, type_name="URL"
     )
 
 

@@ -338,6 +338,10 @@ class PromptService:
     # ------------------------------------------------------------------------------------------
     # Pre-rendering
 
+    def queue_length(self) -> int:
+        """Messages waiting to be pre-rendered (the `render queue` metric)."""
+        return self._queue.qsize()
+
     def prerender(self, subscriber: Subscriber) -> int:
         """Queue a subscriber's messages for background rendering (after add, update, import).
 
