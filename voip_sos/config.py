@@ -249,6 +249,13 @@ def _resolve_db_url(value: str, base: Path) -> str:
     return value
 
 
+SHIPPED_AUDIO_DIR = Path(__file__).resolve().parent.parent / "audio"
+
+
+def _resolve_fallback_dir(value: str, base: Path) -> str:
+    return _resolve_path(value, base) if value else str(SHIPPED_AUDIO_DIR)
+
+
 def _resolve_map_paths(value: dict[str, str], base: Path) -> dict[str, str]:
     return {k: _resolve_path(v, base) for k, v in value.items()}
 
@@ -529,11 +536,12 @@ class VoiceConfig:
         resolve=lambda v, base: _resolve_path(v, base) if v else "",
     )
     fallback_dir: str = key(
-        "audio",
-        "Folder of the generic messages generic-LANG.wav played when rendering fails",
+        "",
+        "Folder of the generic messages generic-LANG.wav played when rendering fails; unset = the "
+        "`audio/` folder shipped with voip-sos",
         parse_str,
         type_name="path",
-        resolve=_resolve_path,
+        resolve=_resolve_fallback_dir,
     )
     sos_jobs: int = key(
         2, "Render processes kept warm for SOS-time renders", parse_positive_int, type_name="int"

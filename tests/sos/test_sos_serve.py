@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI
+from tests.peers import free_port
 from tests.sos.relay import start_relay
 from tests.sos.sos_support import provision, secret_of, stb_ip
 from voip_sos.directory import Directory
@@ -43,8 +44,15 @@ class Serve:
         self.port = free_udp_port()
         self.workdir = workdir
         self.config = workdir / f"{name}.yaml"
+        # The whole backend runs: its SIP, RTP and HTTP sides get loopback ports of their own, and
+        # its calls go to a proxy port nobody listens on (these tests are about the SOS side).
+        sip, rtp = free_udp_port(), 30000 + (self.port % 150) * 200
         self.config.write_text(
-            f"directory:\n  url: {url}\nsos:\n  listen: 127.0.0.1:{self.port}\n{sos_extra}", encoding="utf-8"
+            f"directory:\n  url: {url}\nsos:\n  listen: 127.0.0.1:{self.port}\n{sos_extra}"
+            f"sip:\n  listen: 127.0.0.1:{sip}\n  proxy: 127.0.0.1:{free_udp_port()}\n  domain: 127.0.0.1\n"
+            f"rtp:\n  ports: {rtp}-{rtp + 199}\nhttp:\n  listen: 127.0.0.1:{free_port()}\n"
+            f"emergency:\n  center: '120'\nvoice:\n  cache_dir: {workdir / 'prompts'}\n",
+            encoding="utf-8",
         )
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None

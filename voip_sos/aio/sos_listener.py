@@ -156,7 +156,8 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
             elif isinstance(ev, StatusSent | StatusSeen | StatusAbandoned):
                 detail = {"status": ev.status.name.lower(), "status_seq": ev.status_seq}
                 self._add_log(ev.incident_id, _STATUS_LOG[type(ev)], detail)
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
+            # A socket closing at shutdown takes nothing more; what was queued is dropped with it.
             for data, addr in self.core.datagrams_to_send(now):
                 self._transport.sendto(data, addr)
         self._arm_timer()
