@@ -139,3 +139,19 @@ def test_config_check_masks_secrets_and_exits_2_on_errors(cli: Cli) -> None:
 def test_missing_explicit_config_file(cli: Cli, tmp_path: Path) -> None:
     r = cli("config", "check", config=tmp_path / "nope.yaml")
     assert r.returncode == 2 and "cannot read" in r.stderr and "nope.yaml" in r.stderr
+
+
+def test_config_check_refuses_trusting_carried_ip_while_stbs_lack_secrets(cli: Cli) -> None:
+    assert cli("directory", "add", "--uid", "U1", "--name", "A", "--stb-ip", "10.1.0.1", "--address", "X",
+               "--contact", "S=1").returncode == 0  # fmt: skip
+    r = cli("config", "check", env={"VOIP_SOS_SOS_TRUST_CARRIED_IP": "true"})
+    assert r.returncode == 2
+    assert "sos.trust_carried_ip: refused while STBs have no secret of their own" in r.stderr and "10.1.0.1" in r.stderr
+    assert cli("directory", "update", "--uid", "U1", "--stb-secret", "00" * 16).returncode == 0
+    r = cli("config", "check", env={"VOIP_SOS_SOS_TRUST_CARRIED_IP": "true"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_config_check_reports_a_missing_voice_model(cli: Cli) -> None:
+    r = cli("config", "check", env={"VOIP_SOS_VOICE_MODELS__ZH": "voices/none.onnx"})
+    assert r.returncode == 2 and "voice.models.zh" in r.stderr

@@ -144,8 +144,11 @@ def parse_positive_int(value: object) -> int:
 
 
 def parse_positive_float(value: object) -> float:
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
-        value = float(value)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a positive number, got {_show(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"expected a positive number, got {_show(value)}")
     return float(value)
@@ -276,10 +279,85 @@ class DirectoryConfig:
     )
 
 
+def parse_flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, got {_show(value)}")
+
+
+def parse_optional_hex_key(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not re.fullmatch(r"(?:[0-9a-f]{2}){16,64}", text):
+        # 16 bytes at least: an HMAC-SHA256 key shorter than that is guessable (RFC 2104 §3).
+        raise ValueError("expected 32 to 128 hex digits (a 16 to 64 byte key)")
+    return text
+
+
+def parse_positive_number(value: object) -> float:
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        value = float(value)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"expected a positive number, got {_show(value)}")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class SosConfig:
     listen: HostPort = key(
         HostPort("0.0.0.0", 4750), "UDP address the SOS listener binds", parse_hostport, type_name="HOST:PORT"
+    )
+    trust_carried_ip: bool = key(
+        False,
+        "Accept a carried STB IP that differs from the UDP source (STBs behind NAT); HMAC is then the only "
+        "proof, so every STB must have its own secret",
+        parse_flag,
+        type_name="bool",
+    )
+    operator_key: str | None = key(
+        None,
+        "Operator-wide HMAC key (hex) for STBs provisioned without their own secret",
+        parse_optional_hex_key,
+        type_name="hex",
+        secret=True,
+    )
+    check_clock: bool = key(
+        False, "Reject requests whose STB timestamp is outside clock_window_s", parse_flag, type_name="bool"
+    )
+    clock_window_s: float = key(
+        60.0,
+        "Allowed STB clock difference when check_clock is on",
+        parse_positive_number,
+        type_name="number",
+        unit="s",
+    )
+    rate_per_s: float = key(
+        10.0,
+        "Datagrams per second one source address may send (token bucket rate)",
+        parse_positive_number,
+        type_name="number",
+        unit="1/s",
+    )
+    burst: int = key(
+        20, "Datagrams one source may send at once (token bucket size)", parse_positive_int, type_name="int"
+    )
+    max_pending: int = key(
+        4096,
+        "Requests being looked up or recorded at once; beyond it datagrams are dropped",
+        parse_positive_int,
+        type_name="int",
     )
 
 
@@ -395,6 +473,49 @@ class VoiceConfig:
         parse_str,
         type_name="path",
         resolve=_resolve_path,
+    )
+    cache_max_mb: int = key(
+        1024,
+        "Size bound of the prompt cache; ~0.18 MB per subscriber and language",
+        parse_positive_int,
+        type_name="int",
+        unit="MB",
+    )
+    templates_dir: str = key(
+        "",
+        "Folder with operator templates en.yaml / zh.yaml; unset = the shipped ones",
+        lambda v: parse_optional_str(v) or "",
+        type_name="path",
+        resolve=lambda v, base: _resolve_path(v, base) if v else "",
+    )
+    fallback_dir: str = key(
+        "audio",
+        "Folder of the generic messages generic-LANG.wav played when rendering fails",
+        parse_str,
+        type_name="path",
+        resolve=_resolve_path,
+    )
+    sos_jobs: int = key(
+        2, "Render processes kept warm for SOS-time renders", parse_positive_int, type_name="int"
+    )
+    prerender_jobs: int = key(
+        1,
+        "Background (lowest priority) render processes for pre-rendering",
+        parse_positive_int,
+        type_name="int",
+    )
+    render_timeout_s: float = key(
+        10.0,
+        "An SOS-time render slower than this is abandoned for the generic message",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    length_scale: float = key(
+        1.15,
+        "Piper speaking pace: 1.0 = the voice's own, larger = slower",
+        parse_positive_float,
+        type_name="number",
     )
 
 
@@ -581,6 +702,11 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     for k in data:
         if k not in _SECTION_TYPES:
             problems.append(f"config error: {k}: unknown section{loc(str(k))}")
+    if "voice" in sections:
+        # A voice that would download at run time (or is missing) is refused here, at `config check`.
+        from voip_sos.voice.models import check_models
+
+        problems.extend(check_models(sections["voice"].models, require_files=False))
     if problems:
         raise ConfigError(problems)
     return Config(**sections, path=found)

@@ -167,3 +167,13 @@ def test_no_keys_in_speech(tmp_path: Path, voice: str) -> None:
     over = np.concatenate([gap, key, gap]).astype(np.int32)
     over[: quiet_speech.size] += quiet_speech[: over.size]
     assert detect(np.clip(over, -32768, 32767).astype(np.int16)) == "9"
+
+
+def test_no_keys_in_the_piper_voice() -> None:
+    # The real prompt voice (Piper en_US-joe-medium, rendered once and stored as 8 kHz A-law) reading
+    # a full emergency message, digits and "star, pound" included.
+    path = Path(__file__).resolve().parent.parent / "fixtures" / "rtp" / "piper-joe-emergency-8k-alaw.wav"
+    pcm = read_pcm(path)
+    assert pcm.size > 8000 * 15
+    assert detect(pcm) == ""
+    assert detect(g711.decode("PCMU", g711.encode("PCMU", pcm))) == ""

@@ -70,6 +70,7 @@ def test_absolute_schedule_never_drifts() -> None:
     assert s.next_due() is None and s.packets_due(T0) == []
     s.start(T0, ramp_prompt(2))
     assert s.next_due() == T0
+    assert s.packets_due(T0 - 0.005) == []  # an early wakeup sends nothing
     # A late wakeup sends what is due and the next due time stays on the grid: start + n * 20 ms.
     assert len(s.packets_due(T0 + 0.0131)) == 1
     assert s.next_due() == pytest.approx(T0 + FRAME_SECONDS)
@@ -197,3 +198,18 @@ def test_start_twice_and_bad_prompts_are_refused(tmp_path: object) -> None:
         Prompt.from_pcm(b"")
     with pytest.raises(MediaError, match="8000 Hz"):
         Prompt.from_pcm(np.zeros(10, np.int16), sample_rate=16000)
+
+
+def test_pause_for_hold_keeps_the_clock_and_the_sequence() -> None:
+    s = sender()
+    s.start(T0, ramp_prompt(10), loop=False)
+    before = run(s, 2)
+    s.pause(True)
+    assert s.packets_due(T0 + 0.5) == []
+    s.pause(False)
+    after = run(s, 2)
+    assert [p.sequence_number - before[0].sequence_number for p in before + after] == [0, 1, 2, 3]
+    # Timestamps follow the clock across the hold: slot 26 is 0.52 s after the start.
+    assert (after[0].timestamp - before[0].timestamp) & 0xFFFFFFFF == 26 * 160
+    assert after[0].marker and not after[1].marker
+    assert frame_values(after) == [3, 4]  # the prompt waited

@@ -10,7 +10,7 @@ import pytest
 from rtp_audio import dtmf_sequence
 
 from voip_sos.rtp import g711
-from voip_sos.rtp.events import DtmfReceived, FirstPacketReceived, RemoteAddressLatched
+from voip_sos.rtp.events import DtmfReceived, FirstPacketReceived, MediaTimedOut, RemoteAddressLatched
 from voip_sos.rtp.packet import RtpPacket
 from voip_sos.rtp.prompt import Prompt
 from voip_sos.rtp.rtcp import RTCP_BYE, RtcpPacket, SenderReport, parse_rtcp
@@ -87,7 +87,10 @@ def test_nothing_is_sent_before_the_far_address_is_known() -> None:
     s.start(0.0, SILENT)
     assert s.rtp_due(0.0) == []
     s.set_remote(SDP_ADDR, codec="PCMU", payload_type=0)
-    assert [RtpPacket.parse(p).payload_type for p in s.rtp_due(0.02)] == [0]
+    first = RtpPacket.parse(s.rtp_due(0.02)[0])
+    # Nothing was built for the slot without a destination: the far end sees no gap.
+    assert (first.payload_type, first.marker, s.sender.packets_sent) == (0, True, 1)
+    assert first.sequence_number == s.sender._seq - 1
 
 
 def test_sender_reports_every_interval_with_consistent_times() -> None:
@@ -173,3 +176,26 @@ def test_inband_keys_from_audio(tmp_path: Path, codec: g711.Codec) -> None:
             a.receive_rtp(p, SDP_ADDR, n * 0.02)
     keys = [e for e in events(a) if isinstance(e, DtmfReceived)]
     assert [(k.digit, k.source) for k in keys] == [("1", "inband"), ("9", "inband")]
+
+
+def test_inactivity_is_reported_once_per_silence() -> None:
+    s = MediaSession(symmetric=True, cname="x", inactivity_s=2.0, rng=random.Random(1))
+    s.set_remote(SDP_ADDR, codec="PCMA", payload_type=8)
+    s.start(0.0, SILENT)
+    far = far_packets(3)
+    t, found = 0.0, []
+    for n in range(400):  # 8 s
+        t = n * 0.02
+        if n in (150, 151, 152):  # the far end speaks at 3 s, then stops again
+            s.receive_rtp(far[n - 150], SDP_ADDR, t)
+        s.rtp_due(t)
+        found += [e for e in events(s) if isinstance(e, MediaTimedOut)]
+    assert [round(e.at, 2) for e in found] == [2.0, 5.04]
+    # On hold, silence from the far end is expected and not reported.
+    held = MediaSession(symmetric=True, cname="x", inactivity_s=2.0, rng=random.Random(1))
+    held.set_remote(SDP_ADDR, codec="PCMA", payload_type=8)
+    held.start(0.0, SILENT)
+    held.sender.pause(True)
+    for n in range(200):
+        held.rtp_due(n * 0.02)
+    assert [e for e in events(held) if isinstance(e, MediaTimedOut)] == []

@@ -106,8 +106,9 @@ async def test_one_continuous_paced_stream_through_prompt_changes(engine: RtpEng
     await s.close()
     packets = far.packets()
     assert_continuous(packets)
-    # Absolute schedule: the count follows the clock, not the number of wakeups.
-    assert abs(len(packets) - elapsed / 0.020) <= 3
+    # Absolute schedule: the count follows the clock, not the number of wakeups (slots skipped only
+    # if this machine stalled the loop for over 100 ms).
+    assert abs(len(packets) + s.stats.slots_skipped - elapsed / 0.020) <= 3
     assert far.got[0][0] - started <= GRID_S + 0.05
     assert {p.payload_type for p in packets} == {8}
     assert s.stats.packets_sent == len(packets) and s.stats.prompt_repetitions == 1

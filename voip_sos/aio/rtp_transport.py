@@ -136,6 +136,10 @@ class RtpSession:
         """Stop the prompt; silence keeps the stream alive."""
         self.core.sender.silence()
 
+    def set_sending(self, sending: bool) -> None:
+        """Follow hold/unhold (SDP direction): False stops our packets, True resumes the same stream."""
+        self.core.sender.pause(not sending)
+
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Send one key as RFC 4733 telephone-events (LocalProtocolError if none were negotiated)."""
         self.core.sender.send_dtmf(digit, duration_ms)
@@ -227,8 +231,10 @@ class RtpEngine:
         inband_dtmf: bool = True,
         cname: str | None = None,
         rtcp_interval_s: float = RTCP_INTERVAL_S,
+        inactivity_s: float | None = None,
     ) -> None:
         self.ports = ports
+        self.inactivity_s = inactivity_s
         self.rtcp_interval_s = rtcp_interval_s
         self.host = host
         self.symmetric = symmetric
@@ -256,6 +262,7 @@ class RtpEngine:
             wall_offset_s=self._wall_offset_s,
             inband_dtmf=self.inband_dtmf,
             rtcp_interval_s=self.rtcp_interval_s,
+            inactivity_s=self.inactivity_s,
         )
         session = RtpSession(self, port, core, on_event, log_context or {})
         try:

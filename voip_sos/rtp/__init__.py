@@ -4,6 +4,7 @@ from voip_sos.rtp.dtmf import TelephoneEventReceiver
 from voip_sos.rtp.events import (
     DtmfReceived,
     FirstPacketReceived,
+    MediaTimedOut,
     PromptPlayed,
     RemoteAddressLatched,
     RtpEvent,
@@ -26,6 +27,7 @@ __all__ = [
     "FirstPacketReceived",
     "InbandDtmfDetector",
     "MediaSession",
+    "MediaTimedOut",
     "Prompt",
     "PromptPlayed",
     "ReceiveStats",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 __all__ = [
     "DtmfReceived",
     "FirstPacketReceived",
+    "MediaTimedOut",
     "PromptPlayed",
     "RemoteAddressLatched",
     "RtpEvent",
@@ -59,4 +60,14 @@ class FirstPacketReceived:
     """Monotonic time of arrival."""
 
 
-RtpEvent = DtmfReceived | PromptPlayed | RemoteAddressLatched | FirstPacketReceived
+@dataclass(frozen=True, slots=True)
+class MediaTimedOut:
+    """No RTP from the far end for the configured time while our stream runs (a dead call?)."""
+
+    silent_s: float
+    """Seconds since the last packet (or since our stream started, if none came)."""
+    at: float
+    """Monotonic time of the finding."""
+
+
+RtpEvent = DtmfReceived | PromptPlayed | RemoteAddressLatched | FirstPacketReceived | MediaTimedOut

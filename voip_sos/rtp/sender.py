@@ -14,6 +14,7 @@ lost. RFC 3550 §5.1 allows exactly that kind of timestamp jump.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from collections import deque
@@ -85,6 +86,7 @@ class RtpSender:
         self.packets_sent = 0
         self.octets_sent = 0  # payload octets (RFC 3550 §6.4.1 sender's octet count)
         self.slots_skipped = 0
+        self.paused = False
 
     # --- control -------------------------------------------------------------------------------
 
@@ -135,6 +137,15 @@ class RtpSender:
             raise LocalProtocolError("telephone-event was not negotiated")
         self._dtmf.append(_Dtmf(digit_to_event(digit), max(1, duration_ms // PTIME_MS)))
 
+    def pause(self, paused: bool) -> None:
+        """Stop or resume sending (RFC 3264 §8.4 hold: the far end answered recvonly/inactive).
+
+        While paused the schedule runs on (timestamps keep their meaning), no packet is built and
+        sequence numbers do not advance; the first packet after a pause carries the marker."""
+        if paused and not self.paused:
+            self._marker = True
+        self.paused = paused
+
     @property
     def started(self) -> bool:
         return self._start_at is not None
@@ -161,10 +172,12 @@ class RtpSender:
         """The packets whose slot has come by `now`, in order (usually one)."""
         if self._start_at is None:
             return []
-        # Slots due by now; the tiny epsilon absorbs float error of start + n * 0.02.
-        due = int((now - self._start_at) / FRAME_SECONDS + 1e-6) + 1
+        due = self._due_slots(now)
         late = due - self._slot
         if late <= 0:
+            return []
+        if self.paused:
+            self._slot = due
             return []
         if late > MAX_BURST_FRAMES:
             skip = late - MAX_BURST_FRAMES
@@ -176,6 +189,16 @@ class RtpSender:
             out.append(self._packet())
             self._slot += 1
         return out
+
+    def skip_due(self, now: float) -> None:
+        """Let the slots due by `now` pass unsent (no destination yet): no packet, no sequence number."""
+        if self._start_at is not None:
+            self._slot = max(self._slot, self._due_slots(now))
+
+    def _due_slots(self, now: float) -> int:
+        # Slots due by now; the tiny epsilon absorbs float error of start + n * 0.02.
+        assert self._start_at is not None
+        return math.floor((now - self._start_at) / FRAME_SECONDS + 1e-6) + 1
 
     def next_event(self) -> PromptPlayed | None:
         """The next PromptPlayed event, if any."""

@@ -6,6 +6,9 @@ really comes from: the first valid packet decides at once (the prompt must reach
 a later move needs LATCH_PROBATION_PACKETS packets in a row from the new source, so one stray or
 spoofed datagram cannot steer the stream away.
 
+Inactivity: with `inactivity_s` set, MediaTimedOut is reported once when nothing has arrived for that
+long while our stream runs (not while we are on hold), and again after packets came back and stopped.
+
 RTCP: an SR (with CNAME) every RTCP_INTERVAL_S on average, the interval randomised by 0.5-1.5
 (RFC 3550 §6.3.5) so 500 calls started together do not report together; a BYE at the end (§6.6).
 """
@@ -16,7 +19,7 @@ import random
 from collections import deque
 
 from voip_sos.errors import RemoteProtocolError
-from voip_sos.rtp.events import FirstPacketReceived, RemoteAddressLatched, RtpEvent
+from voip_sos.rtp.events import FirstPacketReceived, MediaTimedOut, RemoteAddressLatched, RtpEvent
 from voip_sos.rtp.g711 import Codec
 from voip_sos.rtp.packet import is_rtcp
 from voip_sos.rtp.prompt import Prompt
@@ -42,10 +45,14 @@ class MediaSession:
         wall_offset_s: float = 0.0,
         inband_dtmf: bool = True,
         rtcp_interval_s: float = RTCP_INTERVAL_S,
+        inactivity_s: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._rng = rng or random.SystemRandom()
         self.rtcp_interval_s = rtcp_interval_s
+        self.inactivity_s = inactivity_s
+        self._quiet_since: float | None = None  # start of the current silence from the far end
+        self._timed_out = False
         self.symmetric = symmetric
         self.cname = cname
         self.wall_offset_s = wall_offset_s  # Unix time minus monotonic time, for SR NTP stamps
@@ -83,6 +90,7 @@ class MediaSession:
         """Start our stream at `now`; the first SR follows after one RTCP interval."""
         self.sender.start(now, prompt, loop=loop, gap_s=gap_s)
         self.rtcp_due_at = now + self._rtcp_interval()
+        self._quiet_since = now
 
     # --- incoming ------------------------------------------------------------------------------
 
@@ -95,6 +103,7 @@ class MediaSession:
         packet, keys = self.receiver.receive(data, addr, now)
         if first:
             self._events.append(FirstPacketReceived(addr, now))
+        self._quiet_since, self._timed_out = now, False
         self._events.extend(keys)
         if self.symmetric and addr != self.remote:
             self._consider_latch(addr, packet.payload_type, now)
@@ -138,12 +147,22 @@ class MediaSession:
 
     def rtp_due(self, now: float) -> list[bytes]:
         """RTP packets due by `now`, to be sent to `remote` (nothing while it is unknown)."""
-        packets = self.sender.packets_due(now)
+        if self.remote is None:
+            self.sender.skip_due(now)
+            packets: list[bytes] = []
+        else:
+            packets = self.sender.packets_due(now)
+        if self.inactivity_s is not None and self._quiet_since is not None and not self._timed_out:
+            if self.sender.paused:
+                self._quiet_since = now
+            elif now - self._quiet_since >= self.inactivity_s:
+                self._timed_out = True
+                self._events.append(MediaTimedOut(now - self._quiet_since, now))
         event = self.sender.next_event()
         while event is not None:
             self._events.append(event)
             event = self.sender.next_event()
-        return packets if self.remote is not None else []
+        return packets
 
     def rtcp_due(self, now: float) -> bytes | None:
         """The compound SR + SDES if one is due by `now`, to be sent to `rtcp_remote`."""
