@@ -409,3 +409,17 @@ async def test_call_left_open_by_a_crash_is_ended_after_restart() -> None:
             assert ended.by == "local"
         await _finish(sipp)
         assert "BYE sip:" in sipp.messages()
+
+
+async def test_sms_transport_over_message() -> None:
+    from voip_sos.aio.sip_sms import SipMessageSms
+    from voip_sos.notify.sms import SmsTransport
+
+    async with (
+        _sipp("uas_message_401", keys={"username": USER, "password": PASSWORD}) as sipp,
+        _ua(_config()) as ua,
+    ):
+        sms: SmsTransport = SipMessageSms(ua)
+        result = await asyncio.wait_for(sms.send(_uri(sipp), "SOS"), 5)
+        assert result.status == 202 and result.accepted and result.delivered is None
+        await _finish(sipp)
