@@ -408,7 +408,10 @@ class SipAgent(RequestsAgent):
         interval, refresher = se
         refresher = refresher or "uac"
         call.schedule_session_timer(interval, refresher == "uas", now)
-        return [("Session-Expires", f"{interval};refresher={refresher}"), ("Require", "timer")]
+        headers = [("Session-Expires", f"{interval};refresher={refresher}")]
+        if "timer" in (v.lower() for v in req.headers.get_all("Supported")):
+            headers.append(("Require", "timer"))  # §9: only when the UAC said it supports it
+        return headers
 
     def _refresh_done(self, call: Call, resp: Response, now: float) -> None:
         se = parse_session_expires(resp.headers.get("Session-Expires"))
