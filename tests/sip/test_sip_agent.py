@@ -593,3 +593,27 @@ def test_cancel_of_a_large_invite_follows_its_udp_fallback() -> None:
     assert wire.methods() == ["CANCEL", "200", "487", "ACK"]
     assert all(out.transport == "UDP" for *_, out in wire.log)
     assert b"Via: SIP/2.0/UDP " in wire.log[0][4].data
+
+
+def test_session_refresh_by_reinvite_when_peer_has_no_update() -> None:
+    a, b = _pair()
+    cid = a.invite(
+        "sip:bob@127.0.0.1:5072",
+        "127.0.0.1",
+        20000,
+        0.0,
+        extra_headers=(("Session-Expires", "90;refresher=uac"),),
+    )
+    transfer([a, b], 0.0)
+    b.answer(cid, "127.0.0.1", 30000, 0.0)
+    transfer([a, b], 0.0)
+    dlg = a.calls[cid].dialog
+    assert dlg is not None
+    dlg.peer_allow = ("INVITE", "ACK", "BYE", "CANCEL")
+    wire = Wire()
+    run_timers([a, b], 0.0, 50.0, wire)
+    assert wire.methods() == ["INVITE", "200", "ACK"]
+    reinvite = wire.log[0][3]
+    assert isinstance(reinvite, Request) and reinvite.body == a.calls[cid].local_sdp
+    assert a.calls[cid].refresh_at == 90.0 and b.calls[cid].state is CallState.CONFIRMED
+    assert not [e for e in events(b) if isinstance(e, MediaUpdated)]  # same SDP: nothing changed

@@ -250,17 +250,23 @@ class SipAgent(RequestsAgent):
         if body:
             req.headers.add("Content-Type", "application/sdp")
             req.body = body
-        self.start_client(Pending(req, dest, transport, method.lower(), call.call_id), now)
+        purpose = "reinvite" if method == "INVITE" else method.lower()
+        self.start_client(Pending(req, dest, transport, purpose, call.call_id), now)
 
-    def _send_ack(self, call: Call, resp: Response) -> None:
-        """§13.2.2.4: ACK for a 2xx is a new request of its own; kept to answer each 2xx resend."""
+    def _send_ack(self, call: Call, resp: Response) -> bool:
+        """§13.2.2.4: ACK for a 2xx is a request of its own, built once per INVITE (CSeq) and sent
+        again unchanged for each resent 2xx. Returns True the first time."""
+        seq = int((resp.headers.get("CSeq") or "1").split()[0])
+        kept = call.acks.get(seq)
+        if kept is not None:
+            self.send_raw(*kept)
+            return False
         assert call.dialog is not None
         dest, transport = self._dialog_dest(call)
-        seq = int((resp.headers.get("CSeq") or "1").split()[0])
         ack = call.dialog.create_request("ACK", self.via(transport), cseq=seq)
-        data = ack.to_bytes()
-        call.ack = (data, dest, transport)
-        self.send_raw(data, dest, transport)
+        call.acks[seq] = (ack.to_bytes(), dest, transport)
+        self.send_raw(*call.acks[seq])
+        return True
 
     # -- responses to our requests ----------------------------------------------------------------
 
@@ -281,9 +287,8 @@ class SipAgent(RequestsAgent):
         elif pending.purpose == "bye" and resp.status >= 200:
             self._end(call, "local", call.final_status, f"BYE answered {resp.status}", now)
         elif pending.purpose in ("update", "reinvite") and 200 <= resp.status < 300:
-            if pending.purpose == "reinvite":
-                self._send_ack(call, resp)
-            self._refresh_done(call, resp, now)
+            if pending.purpose == "update" or self._send_ack(call, resp):
+                self._refresh_done(call, resp, now)
         elif pending.purpose in ("update", "reinvite") and resp.status in (408, 481):
             self._bye_after_failure(call, now, f"refresh answered {resp.status}")
 
@@ -308,8 +313,8 @@ class SipAgent(RequestsAgent):
             self.emit(CallProgressed(call.call_id, code, resp.reason, early))
             return
         if code < 300:
-            if call.ack is not None:
-                self.send_raw(*call.ack)  # retransmitted 2xx: ACK again (§13.2.2.4), even after BYE
+            if int((resp.headers.get("CSeq") or "1").split()[0]) in call.acks:
+                self._send_ack(call, resp)  # retransmitted 2xx: the same ACK again, even after BYE
                 return
             if (
                 call.dialog is None
@@ -354,8 +359,8 @@ class SipAgent(RequestsAgent):
         self._end(call, by, code, resp.reason, now)
 
     def stray_invite_2xx(self, call: Call, resp: Response, now: float) -> None:
-        if call.ack is not None:
-            self.send_raw(*call.ack)
+        if int((resp.headers.get("CSeq") or "1").split()[0]) in call.acks:
+            self._send_ack(call, resp)
 
     def call_request_failed(self, pending: Pending, status: int | None, reason: str, now: float) -> None:
         call = self.calls.get(pending.handle)
