@@ -617,3 +617,25 @@ def test_session_refresh_by_reinvite_when_peer_has_no_update() -> None:
     assert isinstance(reinvite, Request) and reinvite.body == a.calls[cid].local_sdp
     assert a.calls[cid].refresh_at == 90.0 and b.calls[cid].state is CallState.CONFIRMED
     assert not [e for e in events(b) if isinstance(e, MediaUpdated)]  # same SDP: nothing changed
+
+
+def test_offerless_reinvite_gets_our_offer_and_the_answer_in_the_ack_moves_media() -> None:
+    a, b = _pair()
+    cid = _answered(a, b)
+    dlg = b.calls[cid].dialog
+    assert dlg is not None
+    reinvite = dlg.create_request("INVITE", b.via("UDP"))
+    reinvite.headers.add("Contact", b.contact("UDP"))
+    a.receive_datagram(reinvite.to_bytes(), ("127.0.0.1", 5072), 5.0)
+    (out,) = a.datagrams_to_send()
+    ok = parse_datagram(out.data)
+    assert isinstance(ok, Response) and ok.status == 200 and b"m=audio 20000 RTP/AVP 8 0 101" in ok.body
+    ack = dlg.create_request("ACK", b.via("UDP"), cseq=dlg.local_seq)
+    ack.headers.add("Content-Type", "application/sdp")
+    ack.body = build_offer("127.0.0.1", 30008, ("PCMU",), 9, 2, direction="sendonly").to_bytes()
+    a.receive_datagram(ack.to_bytes(), ("127.0.0.1", 5072), 5.1)
+    (upd,) = events(a)
+    assert isinstance(upd, MediaUpdated) and upd.media.remote_port == 30008 and upd.media.on_hold
+    wire = Wire()
+    run_timers([a], 5.1, 10.0, wire)
+    assert wire.log == []  # the ACK stopped our 200's retransmissions

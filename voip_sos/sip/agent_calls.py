@@ -572,6 +572,24 @@ class SipAgent(RequestsAgent):
         for stx in (call.server_tx, call.reinvite_tx):
             if stx is not None and (stx.request.headers.get("CSeq") or "").split()[0] == seq:
                 stx.ack_received(now)
+        reinvite = call.reinvite_tx
+        if (
+            call.state is S.CONFIRMED
+            and reinvite is not None
+            and (reinvite.request.headers.get("CSeq") or "").split()[0] == seq
+            and _sdp_of(reinvite.request) is None
+            and (sdp := _sdp_of(req)) is not None
+        ):
+            # §14.2: an offer-less re-INVITE got our offer in the 200; the answer is in the ACK.
+            before = call.media
+            try:
+                call.media = negotiate(SessionDescription.parse(sdp), self.config.codecs)
+            except ProtocolError as exc:
+                log.warning("call %s: unusable answer in ACK: %s", call.call_id, exc)
+                return
+            if call.media != before:
+                self.emit(MediaUpdated(call.call_id, call.media))
+            return
         if call.state is S.ANSWERING:
             sdp = _sdp_of(req)
             if sdp is not None and _sdp_of(call.invite) is None:
