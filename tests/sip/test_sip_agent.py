@@ -639,3 +639,27 @@ def test_offerless_reinvite_gets_our_offer_and_the_answer_in_the_ack_moves_media
     wire = Wire()
     run_timers([a], 5.1, 10.0, wire)
     assert wire.log == []  # the ACK stopped our 200's retransmissions
+
+
+def test_reinvite_glare_is_answered_491() -> None:
+    a, b = _pair()
+    cid = a.invite(
+        "sip:bob@127.0.0.1:5072",
+        "127.0.0.1",
+        20000,
+        0.0,
+        extra_headers=(("Session-Expires", "90;refresher=uac"),),
+    )
+    transfer([a, b], 0.0)
+    b.answer(cid, "127.0.0.1", 30000, 0.0)
+    transfer([a, b], 0.0)
+    dlg_a, dlg_b = a.calls[cid].dialog, b.calls[cid].dialog
+    assert dlg_a is not None and dlg_b is not None
+    dlg_a.peer_allow = ("INVITE", "ACK", "BYE")
+    a.handle_timer(45.0)  # our refresh re-INVITE goes out (and is lost)
+    a.datagrams_to_send()
+    theirs = dlg_b.create_request("INVITE", b.via("UDP"))
+    theirs.headers.add("Contact", b.contact("UDP"))
+    a.receive_datagram(theirs.to_bytes(), ("127.0.0.1", 5072), 45.1)
+    (out,) = a.datagrams_to_send()
+    assert out.data.startswith(b"SIP/2.0 491 ")

@@ -531,8 +531,11 @@ class SipAgent(RequestsAgent):
 
     def _incoming_refresh(self, call: Call, stx: ServerTransaction, req: Request, now: float) -> None:
         """re-INVITE or UPDATE: a new offer (hold/resume/move) and/or a session refresh."""
-        if req.method == "INVITE" and call.reinvite_tx is not None and not call.reinvite_tx.terminated:
-            self.respond(stx, 491, now=now)  # §14.2: one offer at a time
+        if req.method == "INVITE" and (
+            (call.reinvite_tx is not None and call.reinvite_tx.state is TxState.PROCEEDING)
+            or self._offer_pending(call)
+        ):
+            self.respond(stx, 491, now=now)  # §14.2: one offer at a time (glare)
             return
         before = call.media
         sdp = _sdp_of(req)
@@ -547,6 +550,15 @@ class SipAgent(RequestsAgent):
         self.respond(stx, 200, to_tag=call.local_tag, headers=headers, body=body, now=now)
         if sdp is not None and call.media is not None and call.media != before:
             self.emit(MediaUpdated(call.call_id, call.media))
+
+    def _offer_pending(self, call: Call) -> bool:
+        """Our own re-INVITE for `call` still waits for its final response."""
+        return any(
+            p.handle == call.call_id
+            and p.purpose == "reinvite"
+            and tx.state in (TxState.CALLING, TxState.PROCEEDING)
+            for tx, p in self.client_entries()
+        )
 
     def _incoming_info(self, call: Call, stx: ServerTransaction, req: Request, now: float) -> None:
         ctype = req.headers.get("Content-Type") or ""
