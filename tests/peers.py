@@ -345,7 +345,9 @@ class Baresip(Peer):
         else:
             account = f"<sip:{user}@127.0.0.1:{port}>;regint=0;answermode=auto"
         Path(self.workdir, "accounts").write_text(account + "\n")
-        super().__init__([require_tool("baresip"), "-f", self.workdir], cwd=self.workdir, name="baresip")
+        # Line-buffered output: what baresip prints (keys, received MESSAGEs) is read back by tests.
+        argv = [require_tool("stdbuf"), "-oL", "-eL", require_tool("baresip"), "-f", self.workdir]
+        super().__init__(argv, cwd=self.workdir, name="baresip")
         self.port = port
 
     async def wait_output(self, text: str, timeout_s: float = 5.0) -> None:
