@@ -415,14 +415,14 @@ async def test_call_left_open_by_a_crash_is_ended_after_restart() -> None:
 
 
 async def test_sms_transport_over_message() -> None:
-    from voip_sos.aio.sip_sms import SipMessageSms
+    from voip_sos.notify.sip_message import SipMessageTransport
     from voip_sos.notify.sms import SmsTransport
 
     async with (
         _sipp("uas_message_401", keys={"username": USER, "password": PASSWORD}) as sipp,
         _ua(_config()) as ua,
     ):
-        sms: SmsTransport = SipMessageSms(ua)
+        sms: SmsTransport = SipMessageTransport(ua)
         result = await asyncio.wait_for(sms.send(_uri(sipp), "SOS"), 5)
         assert result.status == 202 and result.accepted and result.delivered is None
         await _finish(sipp)
