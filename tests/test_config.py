@@ -146,7 +146,10 @@ def test_config_check_refuses_trusting_carried_ip_while_stbs_lack_secrets(cli: C
                "--contact", "S=1").returncode == 0  # fmt: skip
     r = cli("config", "check", env={"VOIP_SOS_SOS_TRUST_CARRIED_IP": "true"})
     assert r.returncode == 2
-    assert "sos.trust_carried_ip: refused while STBs have no secret of their own" in r.stderr and "10.1.0.1" in r.stderr
+    assert (
+        "sos.trust_carried_ip: refused while STBs have no secret of their own" in r.stderr
+        and "10.1.0.1" in r.stderr
+    )
     assert cli("directory", "update", "--uid", "U1", "--stb-secret", "00" * 16).returncode == 0
     r = cli("config", "check", env={"VOIP_SOS_SOS_TRUST_CARRIED_IP": "true"})
     assert r.returncode == 0, r.stderr

@@ -593,3 +593,73 @@ def test_cancel_of_a_large_invite_follows_its_udp_fallback() -> None:
     assert wire.methods() == ["CANCEL", "200", "487", "ACK"]
     assert all(out.transport == "UDP" for *_, out in wire.log)
     assert b"Via: SIP/2.0/UDP " in wire.log[0][4].data
+
+
+def test_session_refresh_by_reinvite_when_peer_has_no_update() -> None:
+    a, b = _pair()
+    cid = a.invite(
+        "sip:bob@127.0.0.1:5072",
+        "127.0.0.1",
+        20000,
+        0.0,
+        extra_headers=(("Session-Expires", "90;refresher=uac"),),
+    )
+    transfer([a, b], 0.0)
+    b.answer(cid, "127.0.0.1", 30000, 0.0)
+    transfer([a, b], 0.0)
+    dlg = a.calls[cid].dialog
+    assert dlg is not None
+    dlg.peer_allow = ("INVITE", "ACK", "BYE", "CANCEL")
+    wire = Wire()
+    run_timers([a, b], 0.0, 50.0, wire)
+    assert wire.methods() == ["INVITE", "200", "ACK"]
+    reinvite = wire.log[0][3]
+    assert isinstance(reinvite, Request) and reinvite.body == a.calls[cid].local_sdp
+    assert a.calls[cid].refresh_at == 90.0 and b.calls[cid].state is CallState.CONFIRMED
+    assert not [e for e in events(b) if isinstance(e, MediaUpdated)]  # same SDP: nothing changed
+
+
+def test_offerless_reinvite_gets_our_offer_and_the_answer_in_the_ack_moves_media() -> None:
+    a, b = _pair()
+    cid = _answered(a, b)
+    dlg = b.calls[cid].dialog
+    assert dlg is not None
+    reinvite = dlg.create_request("INVITE", b.via("UDP"))
+    reinvite.headers.add("Contact", b.contact("UDP"))
+    a.receive_datagram(reinvite.to_bytes(), ("127.0.0.1", 5072), 5.0)
+    (out,) = a.datagrams_to_send()
+    ok = parse_datagram(out.data)
+    assert isinstance(ok, Response) and ok.status == 200 and b"m=audio 20000 RTP/AVP 8 0 101" in ok.body
+    ack = dlg.create_request("ACK", b.via("UDP"), cseq=dlg.local_seq)
+    ack.headers.add("Content-Type", "application/sdp")
+    ack.body = build_offer("127.0.0.1", 30008, ("PCMU",), 9, 2, direction="sendonly").to_bytes()
+    a.receive_datagram(ack.to_bytes(), ("127.0.0.1", 5072), 5.1)
+    (upd,) = events(a)
+    assert isinstance(upd, MediaUpdated) and upd.media.remote_port == 30008 and upd.media.on_hold
+    wire = Wire()
+    run_timers([a], 5.1, 10.0, wire)
+    assert wire.log == []  # the ACK stopped our 200's retransmissions
+
+
+def test_reinvite_glare_is_answered_491() -> None:
+    a, b = _pair()
+    cid = a.invite(
+        "sip:bob@127.0.0.1:5072",
+        "127.0.0.1",
+        20000,
+        0.0,
+        extra_headers=(("Session-Expires", "90;refresher=uac"),),
+    )
+    transfer([a, b], 0.0)
+    b.answer(cid, "127.0.0.1", 30000, 0.0)
+    transfer([a, b], 0.0)
+    dlg_a, dlg_b = a.calls[cid].dialog, b.calls[cid].dialog
+    assert dlg_a is not None and dlg_b is not None
+    dlg_a.peer_allow = ("INVITE", "ACK", "BYE")
+    a.handle_timer(45.0)  # our refresh re-INVITE goes out (and is lost)
+    a.datagrams_to_send()
+    theirs = dlg_b.create_request("INVITE", b.via("UDP"))
+    theirs.headers.add("Contact", b.contact("UDP"))
+    a.receive_datagram(theirs.to_bytes(), ("127.0.0.1", 5072), 45.1)
+    (out,) = a.datagrams_to_send()
+    assert out.data.startswith(b"SIP/2.0 491 ")

@@ -99,3 +99,13 @@ async def test_sms_test(tmp_path: Path) -> None:
         )
         assert rc == 0, out
         assert "MESSAGE final status: 202" in out
+
+
+async def test_call_test_with_text_rendered_by_piper(tmp_path: Path) -> None:
+    port = free_port()
+    with Sipp("uas_answer_bye", port) as sipp:
+        await wait_udp_listening(port, peer=sipp)
+        args = ["call", "test", "--to", f"sip:120@127.0.0.1:{port}", "--text", "This is a test call."]
+        rc, out = await _run(args, _env(tmp_path, None), timeout_s=60)
+        assert rc == 0, out
+        assert "answered: PCMA/8000" in out and "ended by remote: 200" in out

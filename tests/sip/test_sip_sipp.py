@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator
@@ -187,31 +188,33 @@ async def test_183_early_media_then_200() -> None:
         await _finish(sipp)
 
 
-async def test_first_invite_dropped_is_retransmitted_after_t1() -> None:
+async def test_lost_invites_are_retransmitted_at_t1_doubling() -> None:
+    """The relay loses our first three INVITEs; the fourth gets through. Timer A: T1, 2·T1, 4·T1."""
     async with _sipp("uas_answer_wait_bye") as sipp:
         seen: list[int] = []
 
-        def drop_first_invite(data: bytes, direction: str) -> bool:
+        def drop_three_invites(data: bytes, direction: str) -> bool:
             if direction == "out" and data.startswith(b"INVITE "):
                 seen.append(1)
-                return len(seen) == 1
+                return len(seen) <= 3
             return False
 
-        relay = await UdpRelay.start(("127.0.0.1", sipp.port), drop_first_invite)
+        relay = await UdpRelay.start(("127.0.0.1", sipp.port), drop_three_invites)
         try:
             async with _ua(_config()) as ua:
                 call = await ua.call(f"sip:120@127.0.0.1:{relay.port}", _prompt())
-                assert await asyncio.wait_for(call.answered(), 5) is not None
+                assert await asyncio.wait_for(call.answered(), 8) is not None
                 call.hangup()
                 await asyncio.wait_for(call.ended(), 5)
                 await _finish(sipp)
         finally:
             relay.close()
         invites = [t for t, d, data, _ in relay.log if d == "out" and data.startswith(b"INVITE ")]
-        assert len(invites) == 2
-        gap = invites[1] - invites[0]
-        print(f"INVITE retransmitted after {gap * 1000:.1f} ms (T1 = 500 ms)")
-        assert 0.45 <= gap <= 0.65
+        gaps = [round((b - a) * 1000, 1) for a, b in itertools.pairwise(invites)]
+        print(f"INVITE retransmissions after {gaps} ms (T1 = 500 ms)")
+        assert len(gaps) == 3
+        for gap, expected in zip(gaps, (500, 1000, 2000), strict=True):
+            assert expected - 20 <= gap <= expected + 100
 
 
 async def test_retransmitted_2xx_is_acked_again() -> None:
@@ -409,3 +412,17 @@ async def test_call_left_open_by_a_crash_is_ended_after_restart() -> None:
             assert ended.by == "local"
         await _finish(sipp)
         assert "BYE sip:" in sipp.messages()
+
+
+async def test_sms_transport_over_message() -> None:
+    from voip_sos.notify.sip_message import SipMessageTransport
+    from voip_sos.notify.sms import SmsTransport
+
+    async with (
+        _sipp("uas_message_401", keys={"username": USER, "password": PASSWORD}) as sipp,
+        _ua(_config()) as ua,
+    ):
+        sms: SmsTransport = SipMessageTransport(ua)
+        result = await asyncio.wait_for(sms.send(_uri(sipp), "SOS"), 5)
+        assert result.status == 202 and result.accepted and result.delivered is None
+        await _finish(sipp)

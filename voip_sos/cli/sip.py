@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     t.add_argument("--to", required=True, metavar="NUMBER")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--prompt", metavar="FILE.wav", help="8 kHz mono 16-bit WAV (default: a tone)")
-    src.add_argument("--text", help="text to speak (needs the voice renderer)")
+    src.add_argument("--text", help="text to speak with the voice renderer (voice.language)")
     t.add_argument("--seconds", type=float, default=30.0, help="hang up after this long (default 30)")
     t.add_argument("--no-loop", action="store_true", help="play the prompt once")
     t.set_defaults(handler=_call_test)
@@ -105,19 +105,27 @@ def _tone() -> Any:
     return Prompt.from_pcm(beep, name="tone")
 
 
+def _render_text(cfg: Config, text: str) -> Any:
+    """Speak `text` with the voice renderer (Piper, or espeak-ng for a fallback voice) at 8 kHz.
+    Rendered before the event loop starts, so blocking here stalls nothing."""
+    from voip_sos.voice.engines import SynthesisSettings
+    from voip_sos.voice.models import resolve_voice
+    from voip_sos.voice.render import engine_for, render_pcm
+
+    spec = resolve_voice(cfg.voice.language, cfg.voice.models)
+    return render_pcm(engine_for(spec, SynthesisSettings()), text)
+
+
 def _call_test(args: argparse.Namespace, cfg: Config) -> int:
     from voip_sos.aio.user_agent import Answered, EarlyMedia, Ended, Key, Ringing
     from voip_sos.rtp import Prompt
 
-    if args.text:
-        print(
-            "--text needs the voice renderer, which is not part of this build yet; use --prompt",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        prompt = Prompt.from_wav(args.prompt) if args.prompt else _tone()
-    except MediaError as exc:
+        if args.text:
+            prompt = Prompt.from_pcm(_render_text(cfg, args.text), name="text")
+        else:
+            prompt = Prompt.from_wav(args.prompt) if args.prompt else _tone()
+    except (MediaError, VoipSosError) as exc:
         print(f"prompt: {exc}", file=sys.stderr)
         return 2
 

@@ -466,6 +466,9 @@ class AgentCore:
         self.flush_server(stx, dest)
         return resp
 
+    def client_entries(self) -> list[tuple[ClientTransaction, Pending]]:
+        return list(self._client.values())
+
     def client_entry(self, key: str) -> tuple[ClientTransaction, Pending] | None:
         return self._client.get(key)
 

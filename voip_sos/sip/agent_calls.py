@@ -250,17 +250,23 @@ class SipAgent(RequestsAgent):
         if body:
             req.headers.add("Content-Type", "application/sdp")
             req.body = body
-        self.start_client(Pending(req, dest, transport, method.lower(), call.call_id), now)
+        purpose = "reinvite" if method == "INVITE" else method.lower()
+        self.start_client(Pending(req, dest, transport, purpose, call.call_id), now)
 
-    def _send_ack(self, call: Call, resp: Response) -> None:
-        """§13.2.2.4: ACK for a 2xx is a new request of its own; kept to answer each 2xx resend."""
+    def _send_ack(self, call: Call, resp: Response) -> bool:
+        """§13.2.2.4: ACK for a 2xx is a request of its own, built once per INVITE (CSeq) and sent
+        again unchanged for each resent 2xx. Returns True the first time."""
+        seq = int((resp.headers.get("CSeq") or "1").split()[0])
+        kept = call.acks.get(seq)
+        if kept is not None:
+            self.send_raw(*kept)
+            return False
         assert call.dialog is not None
         dest, transport = self._dialog_dest(call)
-        seq = int((resp.headers.get("CSeq") or "1").split()[0])
         ack = call.dialog.create_request("ACK", self.via(transport), cseq=seq)
-        data = ack.to_bytes()
-        call.ack = (data, dest, transport)
-        self.send_raw(data, dest, transport)
+        call.acks[seq] = (ack.to_bytes(), dest, transport)
+        self.send_raw(*call.acks[seq])
+        return True
 
     # -- responses to our requests ----------------------------------------------------------------
 
@@ -281,9 +287,8 @@ class SipAgent(RequestsAgent):
         elif pending.purpose == "bye" and resp.status >= 200:
             self._end(call, "local", call.final_status, f"BYE answered {resp.status}", now)
         elif pending.purpose in ("update", "reinvite") and 200 <= resp.status < 300:
-            if pending.purpose == "reinvite":
-                self._send_ack(call, resp)
-            self._refresh_done(call, resp, now)
+            if pending.purpose == "update" or self._send_ack(call, resp):
+                self._refresh_done(call, resp, now)
         elif pending.purpose in ("update", "reinvite") and resp.status in (408, 481):
             self._bye_after_failure(call, now, f"refresh answered {resp.status}")
 
@@ -308,8 +313,8 @@ class SipAgent(RequestsAgent):
             self.emit(CallProgressed(call.call_id, code, resp.reason, early))
             return
         if code < 300:
-            if call.ack is not None:
-                self.send_raw(*call.ack)  # retransmitted 2xx: ACK again (§13.2.2.4), even after BYE
+            if int((resp.headers.get("CSeq") or "1").split()[0]) in call.acks:
+                self._send_ack(call, resp)  # retransmitted 2xx: the same ACK again, even after BYE
                 return
             if (
                 call.dialog is None
@@ -354,8 +359,8 @@ class SipAgent(RequestsAgent):
         self._end(call, by, code, resp.reason, now)
 
     def stray_invite_2xx(self, call: Call, resp: Response, now: float) -> None:
-        if call.ack is not None:
-            self.send_raw(*call.ack)
+        if int((resp.headers.get("CSeq") or "1").split()[0]) in call.acks:
+            self._send_ack(call, resp)
 
     def call_request_failed(self, pending: Pending, status: int | None, reason: str, now: float) -> None:
         call = self.calls.get(pending.handle)
@@ -408,7 +413,10 @@ class SipAgent(RequestsAgent):
         interval, refresher = se
         refresher = refresher or "uac"
         call.schedule_session_timer(interval, refresher == "uas", now)
-        return [("Session-Expires", f"{interval};refresher={refresher}"), ("Require", "timer")]
+        headers = [("Session-Expires", f"{interval};refresher={refresher}")]
+        if "timer" in (v.lower() for v in req.headers.get_all("Supported")):
+            headers.append(("Require", "timer"))  # §9: only when the UAC said it supports it
+        return headers
 
     def _refresh_done(self, call: Call, resp: Response, now: float) -> None:
         se = parse_session_expires(resp.headers.get("Session-Expires"))
@@ -523,8 +531,11 @@ class SipAgent(RequestsAgent):
 
     def _incoming_refresh(self, call: Call, stx: ServerTransaction, req: Request, now: float) -> None:
         """re-INVITE or UPDATE: a new offer (hold/resume/move) and/or a session refresh."""
-        if req.method == "INVITE" and call.reinvite_tx is not None and not call.reinvite_tx.terminated:
-            self.respond(stx, 491, now=now)  # §14.2: one offer at a time
+        if req.method == "INVITE" and (
+            (call.reinvite_tx is not None and call.reinvite_tx.state is TxState.PROCEEDING)
+            or self._offer_pending(call)
+        ):
+            self.respond(stx, 491, now=now)  # §14.2: one offer at a time (glare)
             return
         before = call.media
         sdp = _sdp_of(req)
@@ -539,6 +550,15 @@ class SipAgent(RequestsAgent):
         self.respond(stx, 200, to_tag=call.local_tag, headers=headers, body=body, now=now)
         if sdp is not None and call.media is not None and call.media != before:
             self.emit(MediaUpdated(call.call_id, call.media))
+
+    def _offer_pending(self, call: Call) -> bool:
+        """Our own re-INVITE for `call` still waits for its final response."""
+        return any(
+            p.handle == call.call_id
+            and p.purpose == "reinvite"
+            and tx.state in (TxState.CALLING, TxState.PROCEEDING)
+            for tx, p in self.client_entries()
+        )
 
     def _incoming_info(self, call: Call, stx: ServerTransaction, req: Request, now: float) -> None:
         ctype = req.headers.get("Content-Type") or ""
@@ -564,6 +584,24 @@ class SipAgent(RequestsAgent):
         for stx in (call.server_tx, call.reinvite_tx):
             if stx is not None and (stx.request.headers.get("CSeq") or "").split()[0] == seq:
                 stx.ack_received(now)
+        reinvite = call.reinvite_tx
+        if (
+            call.state is S.CONFIRMED
+            and reinvite is not None
+            and (reinvite.request.headers.get("CSeq") or "").split()[0] == seq
+            and _sdp_of(reinvite.request) is None
+            and (sdp := _sdp_of(req)) is not None
+        ):
+            # §14.2: an offer-less re-INVITE got our offer in the 200; the answer is in the ACK.
+            before = call.media
+            try:
+                call.media = negotiate(SessionDescription.parse(sdp), self.config.codecs)
+            except ProtocolError as exc:
+                log.warning("call %s: unusable answer in ACK: %s", call.call_id, exc)
+                return
+            if call.media != before:
+                self.emit(MediaUpdated(call.call_id, call.media))
+            return
         if call.state is S.ANSWERING:
             sdp = _sdp_of(req)
             if sdp is not None and _sdp_of(call.invite) is None:

@@ -75,7 +75,8 @@ class Call:
     reinvite_tx: ServerTransaction | None = None
     provisional_seen: bool = False
     cancel_pending: bool = False
-    ack: tuple[bytes, Addr, str] | None = None
+    acks: dict[int, tuple[bytes, Addr, str]] = field(default_factory=dict)
+    """ACK per INVITE CSeq (initial and re-INVITEs), re-sent for each resent 2xx"""
     final_status: int | None = None
     final_reason: str = ""
     answered: bool = False
