@@ -269,7 +269,9 @@ class Kamailio(Peer):
     """Kamailio as registrar + authenticating proxy with Record-Route on 127.0.0.1:`port`
     (UDP and TCP); `users` maps user name -> password (realm and domain are 127.0.0.1)."""
 
-    def __init__(self, port: int, users: dict[str, str]) -> None:
+    def __init__(self, port: int, users: dict[str, str], *, smsc: Addr | None = None) -> None:
+        """With `smsc`, every MESSAGE is relayed there (the PBX's SMS gateway) instead of to a
+        registered user."""
         import hashlib
 
         self.workdir = tempfile.mkdtemp(prefix="kamailio-")
@@ -288,6 +290,18 @@ class Kamailio(Peer):
                 )
         cfg = KAMAILIO_CFG.read_text().replace("@PORT@", str(port)).replace("@DB_DIR@", str(db))
         cfg = cfg.replace("@REALM@", realm)  # no-op unless the template uses it
+        if smsc is not None:
+            route = (
+                '    if (is_method("MESSAGE")) {\n'
+                f'        $du = "sip:{smsc[0]}:{smsc[1]}";\n'
+                '        xlog("L_INFO", "MESSAGE for $rU to the SMS centre\\n");\n'
+                "        t_relay();\n"
+                "        exit;\n"
+                "    }\n"
+            )
+            anchor = '    if (!lookup("location")) {'
+            assert anchor in cfg
+            cfg = cfg.replace(anchor, route + anchor, 1)
         cfg_path = Path(self.workdir) / "kamailio.cfg"
         cfg_path.write_text(cfg)
         argv = [require_tool("kamailio"), "-f", str(cfg_path), "-DD", "-E", "-Y", self.workdir, "-P",
@@ -345,7 +359,9 @@ class Baresip(Peer):
         else:
             account = f"<sip:{user}@127.0.0.1:{port}>;regint=0;answermode=auto"
         Path(self.workdir, "accounts").write_text(account + "\n")
-        super().__init__([require_tool("baresip"), "-f", self.workdir], cwd=self.workdir, name="baresip")
+        # Line-buffered output: what baresip prints (keys, received MESSAGEs) is read back by tests.
+        argv = [require_tool("stdbuf"), "-oL", "-eL", require_tool("baresip"), "-f", self.workdir]
+        super().__init__(argv, cwd=self.workdir, name="baresip")
         self.port = port
 
     async def wait_output(self, text: str, timeout_s: float = 5.0) -> None:

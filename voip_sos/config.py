@@ -149,9 +149,18 @@ def parse_positive_float(value: object) -> float:
             value = float(value)
         except ValueError:
             raise ValueError(f"expected a positive number, got {_show(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
         raise ValueError(f"expected a positive number, got {_show(value)}")
     return float(value)
+
+
+def parse_count(value: object) -> int:
+    """A whole number >= 0 (e.g. how many redials)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {_show(value)}")
+    return value
 
 
 def parse_optional_ip(value: object) -> str | None:
@@ -306,14 +315,6 @@ def parse_optional_hex_key(value: object) -> str | None:
     return text
 
 
-def parse_positive_number(value: object) -> float:
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
-        value = float(value)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"expected a positive number, got {_show(value)}")
-    return float(value)
-
-
 @dataclass(frozen=True, slots=True)
 class SosConfig:
     listen: HostPort = key(
@@ -339,14 +340,14 @@ class SosConfig:
     clock_window_s: float = key(
         60.0,
         "Allowed STB clock difference when check_clock is on",
-        parse_positive_number,
+        parse_positive_float,
         type_name="number",
         unit="s",
     )
     rate_per_s: float = key(
         10.0,
         "Datagrams per second one source address may send (token bucket rate)",
-        parse_positive_number,
+        parse_positive_float,
         type_name="number",
         unit="1/s",
     )
@@ -454,6 +455,45 @@ class EmergencyConfig:
         "Call contacts all at once or one after another",
         one_of("parallel", "sequential"),
         type_name="parallel|sequential",
+    )
+    redial: int = key(
+        2,
+        "Redials of a number that is busy, unanswered, failed or not confirmed",
+        parse_count,
+        type_name="int",
+    )
+    redial_pause_s: float = key(
+        10.0, "Pause before a redial", parse_positive_float, type_name="number", unit="s"
+    )
+    ring_timeout_s: float = key(
+        40.0,
+        "Ringing without answer this long: CANCEL and redial",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    max_call_s: float = key(
+        300.0,
+        "Longest an answered call plays the message",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    loop_gap_s: float = key(
+        1.5, "Silence between repetitions of the message", parse_positive_float, type_name="number", unit="s"
+    )
+    callback_window_s: float = key(
+        3600.0,
+        "Call-backs are answered this long after an incident closed",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    pidf_lo: bool = key(
+        True,
+        "The centre's INVITE carries the civic address as PIDF-LO (RFC 6442)",
+        parse_flag,
+        type_name="bool",
     )
 
 

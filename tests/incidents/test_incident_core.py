@@ -212,3 +212,23 @@ def test_nobody_to_call_is_refused() -> None:
         IncidentCore("I1", empty, (), "en")
     with pytest.raises(LocalProtocolError, match="test_number"):
         IncidentCore("I1", empty, CONTACTS, "en", test=True)
+
+
+def test_resume_after_restart_skips_confirmed_and_told() -> None:
+    core = IncidentCore("I1", POLICY, CONTACTS, "en")
+    core.resume(100.0, confirmed={"centre"}, told=[("centre", "120"), ("contact:0", "+8613800000001")],
+                door_code="482913")  # fmt: skip
+    cmds = drain(core)
+    assert statuses(cmds) == [StbStatus.CONFIRMED_BY_CENTRE]
+    assert calls(cmds) == [("contact:0#1", "+8613800000001"), ("contact:1#1", "+8613900000002")]
+    sms = [s for s in cmds if isinstance(s, SendSms)]
+    assert [(s.number, s.kind, s.door_code) for s in sms] == [("+8613900000002", SmsKind.EMERGENCY, "482913")]
+    core.handle_event(CodesUpdated(door_code="482913", parking_code=None), 101.0)
+    assert drain(core) == []  # already known before the crash
+
+
+def test_resume_with_everyone_confirmed_closes() -> None:
+    core = IncidentCore("I1", POLICY, CONTACTS[:1], "en")
+    core.resume(5.0, confirmed={"centre", "contact:0"}, told=[("centre", "120"), ("contact:0", "+8613800000001")])
+    cmds = drain(core)
+    assert cmds[-1] == CloseIncident("reached") and core.closed

@@ -10,19 +10,33 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.sos.relay import start_relay
 from tests.sos.sos_support import provision, secret_of, stb_ip
 from voip_sos.aio.sos_listener import SosListenerProtocol, start_sos_listener
-from voip_sos.cli.serve import status_hook
 from voip_sos.directory import Address, Contact, Directory, Stb, Subscriber
 from voip_sos.incidents.store import IncidentStore, Recorded, RequestRecord
 from voip_sos.sos.listener import ListenerSettings
 from voip_sos.sos.wire import Message, MsgType, RejectReason, StatusCode, encode
 from voip_sos.stb.aio import StbClient, open_stb_client
 from voip_sos.stb.events import ReceiptReceived, RejectReceived
+
+
+def status_hook(proto: SosListenerProtocol) -> Any:
+    """A stand-in for the incident runner: tell the STB one STATUS per new or cancelled incident."""
+
+    def hook(rec: RequestRecord, res: Recorded) -> None:
+        if res.incident_id is None or res.again:
+            return
+        if res.opened:
+            proto.send_status(res.incident_id, rec.stb_ip, StatusCode.NOBODY_REACHED)
+        elif res.closed:
+            proto.send_status(res.incident_id, rec.stb_ip, StatusCode.CLOSED, "cancelled")
+
+    return hook
 
 
 @dataclass

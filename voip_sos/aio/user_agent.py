@@ -145,9 +145,10 @@ class Call:
         return self._ended.done()
 
     def play(self, prompt: Prompt, *, loop: bool = True, gap_s: float = 1.0) -> None:
-        """Switch to `prompt` at the next 20 ms frame (e.g. a confirmation message)."""
+        """Play `prompt`: at the next 20 ms frame if answered, else from the answer on."""
         self.prompt, self.loop_prompt, self.gap_s = prompt, loop, gap_s
-        self.media.replace_prompt(prompt, loop=loop, gap_s=gap_s)
+        if self._answered.done() and self._answered.result() is not None and not self.is_ended:
+            self.media.replace_prompt(prompt, loop=loop, gap_s=gap_s)
 
     def silence(self) -> None:
         """Stop the prompt; the RTP stream goes on with silence."""
@@ -467,9 +468,12 @@ class UserAgent:
         elif isinstance(event, sev.MediaUpdated):
             self._set_remote(call, event.media)
             if event.media.on_hold:
-                call.media.silence()
-            elif call.prompt is not None:
-                call.media.replace_prompt(call.prompt, loop=call.loop_prompt, gap_s=call.gap_s)
+                # RFC 3264 §6.1: our answer to sendonly/inactive is recvonly/inactive: send nothing.
+                call.media.set_sending(False)
+            else:
+                call.media.set_sending(True)
+                if call.prompt is not None:
+                    call.media.replace_prompt(call.prompt, loop=call.loop_prompt, gap_s=call.gap_s)
         elif isinstance(event, sev.DtmfReceived):
             call._emit(Key(event.key, "info", now))
         elif isinstance(event, sev.CallEnded):

@@ -27,8 +27,8 @@ def register(sub: Any) -> None:
 
 async def deep_problems(cfg: Config) -> list[str]:
     """Problems found by looking at the model files and the directory, one line each."""
-    from voip_sos.cli.serve import sos_problems
     from voip_sos.directory import Directory
+    from voip_sos.service import sos_problems
     from voip_sos.voice.models import check_models
 
     problems = check_models(cfg.voice.models, require_files=True)

@@ -38,7 +38,7 @@ from voip_sos.voice.engines import SynthesisSettings
 from voip_sos.voice.models import VoiceSpec
 from voip_sos.voice.prompt import Prompt, assemble, fallback_path, load_fallback, opening_only
 from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init, worker_pid
-from voip_sos.voice.templates import LANGUAGES
+from voip_sos.voice.templates import LANGUAGES, plain_normaliser
 
 __all__ = ["PendingPrompt", "PromptService", "SubscriberSource", "message_languages"]
 
@@ -270,6 +270,14 @@ class PromptService:
         """The fixed opening, ready in memory; the generic message if it could not be rendered."""
         return self._openings.get(language) or self._fallbacks.get(language) or self._fallbacks["en"]
 
+    async def confirmation(self, language: str) -> Prompt:
+        """'Confirmed, thank you' in `language`: rendered once, then served from memory and cache."""
+        template = self.catalog.templates[language]
+        text = plain_normaliser(language)(template.confirmed)
+        spec = self.catalog.voices[language]
+        pcm = await self._fixed_part("confirmed", text, spec, self.catalog.key(text, language))
+        return opening_only(pcm, language=language, text=text, source=spec.engine)
+
     def fallback(self, language: str) -> Prompt:
         return self._fallbacks.get(language) or self._fallbacks["en"]
 
@@ -329,6 +337,10 @@ class PromptService:
 
     # ------------------------------------------------------------------------------------------
     # Pre-rendering
+
+    def queue_length(self) -> int:
+        """Messages waiting to be pre-rendered (the `render queue` metric)."""
+        return self._queue.qsize()
 
     def prerender(self, subscriber: Subscriber) -> int:
         """Queue a subscriber's messages for background rendering (after add, update, import).

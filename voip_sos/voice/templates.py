@@ -61,6 +61,8 @@ class Template:
     body: str
     closing: str
     source: str
+    confirmed: str = ""
+    """Said once after the callee pressed 1, before we hang up (fixed text)."""
 
     def fill(self, values: dict[str, str]) -> MessageText:
         """Substitute already-normalised values; plain text in the template is normalised too."""
@@ -153,6 +155,10 @@ def _check(text: str, where: str, *, fixed: bool) -> None:
         raise ConfigError([f"config error: voice template {where}: unbalanced or nested [ ]"])
 
 
+# What a template without a `confirmed` key says after the callee pressed 1.
+_CONFIRMED_DEFAULT = {"en": "Confirmed. Thank you. Goodbye.", "zh": "已确认，谢谢。再见。"}
+
+
 def parse_template(language: str, text: str, source: str) -> Template:
     """Parse and validate a template file's text; raises ConfigError naming the file and part."""
     try:
@@ -164,7 +170,12 @@ def parse_template(language: str, text: str, source: str) -> Template:
     parts = {p: unicodedata.normalize("NFC", data[p]).strip() for p in _PART_NAMES}
     for p in _PART_NAMES:
         _check(parts[p], f"{source} {p}", fixed=p != "body")
-    return Template(language, parts["opening"], parts["body"], parts["closing"], source)
+    confirmed = data.get("confirmed", _CONFIRMED_DEFAULT.get(language, ""))
+    if not isinstance(confirmed, str):
+        raise ConfigError([f"config error: voice template {source}: confirmed must be text"])
+    confirmed = unicodedata.normalize("NFC", confirmed).strip()
+    _check(confirmed, f"{source} confirmed", fixed=True)
+    return Template(language, parts["opening"], parts["body"], parts["closing"], source, confirmed)
 
 
 def load_template(language: str, templates_dir: str | None = None) -> Template:
