@@ -88,8 +88,10 @@ async def test_separate_operator_address_takes_healthz_and_metrics_away_from_pub
     wav.write_bytes(b"RIFF....WAVE")
     token = await store.create(Link("1", "voice", str(wav), datetime.now(UTC) + timedelta(hours=1)))
 
+    since = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)
+
     async def health() -> dict[str, object]:
-        return {"status": "ok", "pbx_registered": True, "incidents_open": 0}
+        return {"status": "ok", "pbx_registered": True, "incidents_open": 0, "registered_since": since}
 
     servers = await start_http(cfg(separate=True), store, Metrics().registry, health)
     try:
@@ -101,7 +103,12 @@ async def test_separate_operator_address_takes_healthz_and_metrics_away_from_pub
             assert resp.status == 200 and await resp.read() == wav.read_bytes()
         async with http.get(base(servers.operator) + "/healthz") as resp:
             assert resp.status == 200
-            assert await resp.json() == {"status": "ok", "pbx_registered": True, "incidents_open": 0}
+            assert await resp.json() == {
+                "status": "ok",
+                "pbx_registered": True,
+                "incidents_open": 0,
+                "registered_since": "2026-11-24 19:00:00+00:00",
+            }
         assert value(await scrape(http, servers.operator), "pbx_registered") == 0
         for path in (f"/v/{token}", "/", "/nothing"):  # the operator address serves no links
             async with http.get(base(servers.operator) + path) as resp:

@@ -40,10 +40,15 @@ class HttpServers:
     """The operator-only address, or None when `/healthz` and `/metrics` are served on `public`."""
     _runners: list[web.AppRunner]
     _purger: asyncio.Task[None] | None = field(default=None)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
         """Stop purging and listening, let requests in progress finish (bounded), release the ports."""
+        self._stop.set()
         if self._purger is not None:
+            # A purge in progress finishes its transaction (cancelling it would leave the database
+            # driver's worker answering a loop that may be gone); a stuck one is cancelled.
+            await asyncio.wait({self._purger}, timeout=SHUTDOWN_TIMEOUT_S)
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
@@ -52,8 +57,8 @@ class HttpServers:
             await self._runners.pop().cleanup()
 
 
-async def _purge_forever(links: LinkStore, interval_s: float) -> None:
-    while True:
+async def _purge_until(stop: asyncio.Event, links: LinkStore, interval_s: float) -> None:
+    while not stop.is_set():
         try:
             purged = await links.purge_expired(datetime.now(UTC))
             if purged:
@@ -61,7 +66,8 @@ async def _purge_forever(links: LinkStore, interval_s: float) -> None:
         except Exception:
             # The database may be away for a moment; links still expire by their time on lookup.
             log.exception("purging expired links failed")
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 async def _serve(app: web.Application, where: HostPort) -> tuple[web.AppRunner, HostPort]:
@@ -99,7 +105,9 @@ async def start_http(cfg: HttpConfig, links: LinkStore, registry: CollectorRegis
     except BaseException:
         await servers.close()
         raise
-    servers._purger = asyncio.create_task(_purge_forever(links, purge_interval_s), name="link-purge")
+    servers._purger = asyncio.create_task(
+        _purge_until(servers._stop, links, purge_interval_s), name="link-purge"
+    )
     log.info(
         "http listening",
         extra={"listen": str(servers.public), "operator": str(servers.operator or servers.public)},

@@ -11,6 +11,8 @@ prints the request path) is off, and the voice handler logs the incident id inst
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -34,6 +36,10 @@ NOT_FOUND_TEXT = "This link does not exist or has expired.\n"
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
 """Returns the `/healthz` body; `{"status": "ok", ...}` answers 200, any other status 503."""
+
+
+# A health check may report datetimes or addresses; they are shown, not refused.
+_dumps = functools.partial(json.dumps, default=str)
 
 
 def _not_found() -> web.Response:
@@ -119,7 +125,7 @@ def _add_operator_routes(app: web.Application, registry: CollectorRegistry | Non
             log.exception("health check failed")
             body = {"status": "error", "detail": "health check failed"}
         status = 200 if body.get("status") == "ok" else 503
-        return web.json_response(body, status=status, headers={hdrs.CACHE_CONTROL: "no-store"})
+        return web.json_response(body, status=status, headers={hdrs.CACHE_CONTROL: "no-store"}, dumps=_dumps)
 
     async def metrics(request: web.Request) -> web.Response:
         if registry is None:
