@@ -230,6 +230,8 @@ def test_resume_after_restart_skips_confirmed_and_told() -> None:
 
 def test_resume_with_everyone_confirmed_closes() -> None:
     core = IncidentCore("I1", POLICY, CONTACTS[:1], "en")
-    core.resume(5.0, confirmed={"centre", "contact:0"}, told=[("centre", "120"), ("contact:0", "+8613800000001")])
+    core.resume(
+        5.0, confirmed={"centre", "contact:0"}, told=[("centre", "120"), ("contact:0", "+8613800000001")]
+    )
     cmds = drain(core)
     assert cmds[-1] == CloseIncident("reached") and core.closed
