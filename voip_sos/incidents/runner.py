@@ -44,6 +44,7 @@ from voip_sos.incidents.commands import (
     StbStatus,
 )
 from voip_sos.incidents.core import IncidentCore, Policy
+from voip_sos.incidents.group_commit import GroupCommit
 from voip_sos.incidents.location import location_of
 from voip_sos.incidents.recording import EventRecord, Recorded, RequestRecord
 from voip_sos.incidents.store import IncidentStore
@@ -129,6 +130,7 @@ class IncidentRunner:
         self._send_status = send_status
         self._links = links
         self._metrics = metrics
+        self._log = GroupCommit(store)
         self._live: dict[int, _Live] = {}
         self._recent: dict[int, _Live] = {}  # closed, kept for call-backs
         self._closing = False
@@ -315,7 +317,7 @@ class IncidentRunner:
         task.add_done_callback(live.tasks.discard)
 
     async def _append(self, live: _Live, kind: str, detail: dict[str, Any]) -> None:
-        await self._store.append_events([EventRecord(live.id, kind, _wall(), detail)])
+        await self._log.append(EventRecord(live.id, kind, _wall(), detail))
 
     # -- calls -------------------------------------------------------------------------------------
 
