@@ -1,6 +1,6 @@
 """The backend's HTTP side: expiring links, the link server, the family page, operator endpoints."""
 
-from voip_sos.web.family import CodesSource, FamilyPages, RevokeResult, Revoker, issue_family_link
+from voip_sos.web.family import CodesSource, FamilyPages, Revoker, RevokeResult, issue_family_link
 from voip_sos.web.family_state import Codes
 from voip_sos.web.link_store import DbLinkStore
 from voip_sos.web.links import (

@@ -218,8 +218,8 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
         if found is None:
             return not_found()
         data, ctype = found
-        return web.Response(body=data, content_type=ctype, charset="utf-8",
-                            headers={**_SECURITY_HEADERS, hdrs.CACHE_CONTROL: "public, max-age=300"})  # fmt: skip
+        headers = {**_SECURITY_HEADERS, hdrs.CACHE_CONTROL: "public, max-age=300"}
+        return web.Response(body=data, content_type=ctype, charset="utf-8", headers=headers)
 
     app.router.add_get(FAMILY_PATH + "static/{name}", asset)
     app.router.add_get(FAMILY_PATH + "{token}", page)
@@ -243,7 +243,10 @@ async def _revoke(pages: FamilyPages, revoker: Revoker, incident_id: int, party:
     detail = {"by": party, "cleared_slots": list(result.cleared_slots), "confirmed": result.confirmed,
               "error": result.error}  # fmt: skip
     await pages.incidents.append_events([EventRecord(incident_id, REVOKE_RESULT, _wall(), detail)])
-    (ilog.info if result.confirmed and not result.error else ilog.error)("revoke result", extra=detail)
+    if result.confirmed and not result.error:
+        ilog.info("door codes revoked", extra=detail)
+    else:
+        ilog.error("revoking door codes did not complete", extra=detail)
     return result
 
 

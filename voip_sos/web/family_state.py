@@ -19,6 +19,9 @@ from typing import Any
 from voip_sos.incidents.store import Incident, IncidentEvent
 
 __all__ = [
+    "HUB_DOOR_CODE",
+    "HUB_EXPIRED",
+    "HUB_PARKING_PASS",
     "REVOKE_REQUESTED",
     "REVOKE_RESULT",
     "STATUSES",
@@ -28,6 +31,10 @@ __all__ = [
     "mask_number",
 ]
 
+HUB_DOOR_CODE = "hub_door_code"
+HUB_PARKING_PASS = "hub_parking_pass"
+HUB_EXPIRED = "hub_code_expired"
+"""Log kinds for the hub's MQTT events (door_code, parking_pass, expired), if the backend logs them."""
 REVOKE_REQUESTED = "revoke_requested"
 REVOKE_RESULT = "revoke_result"
 STATUSES = ("calling", "confirmed_centre", "confirmed_contact", "nobody_reached", "closed")
@@ -84,6 +91,7 @@ class _Builder:
         self.calls: dict[str, str] = {}  # call id -> party key
         self.rung: set[str] = set()
         self.callbacks: dict[str, str] = {}  # incoming call id -> caller's number
+        self.sms: dict[str, str] = {}  # SMS id -> party key
         self.timeline: list[dict[str, Any]] = []
         self.confirmed: dict[str, datetime] = {}  # party key -> when it confirmed
         self.door: str | None = None
@@ -107,7 +115,7 @@ class _Builder:
         item.update({k: v for k, v in params.items() if v is not None})
         self.timeline.append(item)
 
-    def feed(self, e: IncidentEvent) -> None:  # noqa: C901 - one branch per log kind, flat on purpose
+    def feed(self, e: IncidentEvent) -> None:
         d = e.detail
         kind = e.kind
         if kind == "incident_opened":
@@ -136,17 +144,25 @@ class _Builder:
             self.callbacks[str(d.get("call"))] = str(d.get("caller") or "")
         elif kind == "callback_ended":
             if d.get("confirmed"):
-                party = self._party_by_call_or_number(d)
-                if party is not None:
-                    self.confirmed.setdefault(party, e.at)
-                self.step(e, "callback", party, result="confirmed")
+                caller = self._party_by_call_or_number(d)
+                if caller is not None:
+                    self.confirmed.setdefault(caller, e.at)
+                self.step(e, "callback", caller, result="confirmed")
+        elif kind == "sms_sending":
+            sms_party = str(d.get("party") or "")
+            self.sms[str(d.get("sms"))] = sms_party
+            self.numbers.setdefault(sms_party, str(d.get("number") or ""))
         elif kind == "sms_result":
-            party = self._party_by_number(d.get("number"))
-            self.step(e, "sms", party, sms=str(d.get("kind") or ""), accepted=bool(d.get("accepted")))
-        elif kind == "update_received":
+            to = self.sms.get(str(d.get("sms"))) or self._party_by_number(d.get("number"))
+            self.step(e, "sms", to, sms=str(d.get("kind") or ""), accepted=bool(d.get("accepted")))
+        elif kind == "update_received":  # the STB's UPDATE (SOS protocol)
             self._codes(e, d.get("door_code"), d.get("parking_code"))
-        elif kind == "codes_issued":  # the hub's event, if the lead logs it under this kind
-            self._codes(e, d.get("door_code"), d.get("parking_code"))
+        elif kind == HUB_DOOR_CODE:  # the hub's own events, when logged (payloads as on MQTT)
+            self._codes(e, d.get("code"), None)
+        elif kind == HUB_PARKING_PASS:
+            self._codes(e, None, d.get("code"))
+        elif kind == HUB_EXPIRED:
+            self.step(e, "door_code_expired")
         elif kind == "cancel_received":
             self.step(e, "cancelled")
         elif kind == "incident_closed":

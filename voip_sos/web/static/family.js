@@ -36,7 +36,7 @@
       callback: "{who} called back and confirmed",
       "sms.emergency": "Text message to {who}", "sms.codes": "Door code text to {who}",
       "sms.false_alarm": "False-alarm text to {who}", sms_failed: " — not delivered to the network",
-      door_code_step: "The door code arrived", parking_pass_step: "The parking pass arrived",
+      door_code_step: "The door code arrived", door_code_expired_step: "The temporary door code expired", parking_pass_step: "The parking pass arrived",
       cancelled: "The alarm was cancelled at the TV box", closed: "The alarm was closed",
       revoke_requested: "{who} asked to revoke the door codes",
       revoked: "The door codes were revoked", revoke_failed: "Revoking the door codes failed",
@@ -78,7 +78,7 @@
       callback: "{who}回电并已确认",
       "sms.emergency": "已发短信给{who}", "sms.codes": "已发门锁密码短信给{who}",
       "sms.false_alarm": "已发误报短信给{who}", sms_failed: "（未能发出）",
-      door_code_step: "已收到门锁临时密码", parking_pass_step: "已收到停车通行码",
+      door_code_step: "已收到门锁临时密码", door_code_expired_step: "门锁临时密码已过期", parking_pass_step: "已收到停车通行码",
       cancelled: "警报已在机顶盒上取消", closed: "警报已结束",
       revoke_requested: "{who}要求撤销门锁密码",
       revoked: "门锁密码已撤销", revoke_failed: "撤销门锁密码失败",
@@ -113,12 +113,14 @@
     return d.toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
   }
   function text(el, s) { el.textContent = s; }
-  function who(w) {
+  function who(w, withNumber) {
     if (!w) { return ""; }
     var name = w.role === "centre" ? t("centre") : w.role === "test" ? t("test_line") : t("contact", { n: (w.index || 0) + 1 });
-    if (w.number) { name += " (" + w.number + ")"; }
-    if (w.you) { name += " · " + t("you"); }
-    return name;
+    var extra = [];
+    if (w.you) { extra.push(t("you")); }
+    if (w.number && withNumber) { extra.push(w.number); }
+    if (!extra.length) { return name; }
+    return lang === "zh" ? name + "（" + extra.join("，") + "）" : name + " (" + extra.join(", ") + ")";
   }
 
   function applyStatic() {
@@ -129,12 +131,14 @@
   }
 
   function stepText(s) {
-    var w = who(s.who);
+    // The masked number once, where the call is placed; later steps name the party only.
+    var w = who(s.who, s.step === "calling");
     switch (s.step) {
       case "call_ended": return { text: t("call_ended." + s.result, { who: w }), cls: s.result === "confirmed" ? "ok" : (s.result === "failed" ? "bad" : "") };
       case "sms": return { text: t("sms." + s.sms, { who: w || "—" }) + (s.accepted ? "" : t("sms_failed")), cls: s.accepted ? "" : "bad" };
       case "door_code": return { text: t("door_code_step"), cls: "ok" };
       case "parking_pass": return { text: t("parking_pass_step"), cls: "ok" };
+      case "door_code_expired": return { text: t("door_code_expired_step"), cls: "" };
       case "callback": return { text: t("callback", { who: w }), cls: "ok" };
       case "revoked": return { text: t("revoked"), cls: "ok" };
       case "revoke_failed": return { text: t("revoke_failed") + (s.error ? ": " + s.error : ""), cls: "bad" };
@@ -177,7 +181,8 @@
     });
     var shown = rv.state !== "none" ? rv : revokeNote;
     var out = $("revoke-result"), btn = $("revoke");
-    btn.hidden = !rv.available;
+    // Nothing to revoke until a door code is known (or a revoke was already asked for).
+    btn.hidden = !rv.available || (!c.door_code && rv.state === "none");
     btn.disabled = rv.state === "pending";
     if (!shown || shown.state === "none") { out.hidden = true; return; }
     out.hidden = false;
@@ -199,7 +204,7 @@
     state.reached.forEach(function (r) {
       var li = document.createElement("li");
       if (r.you) { li.className = "you"; }
-      text(li, "✓ " + who(r) + " — " + clock(r.at));
+      text(li, "✓ " + who(r, true) + " — " + clock(r.at));
       ul.appendChild(li);
     });
     var ol = $("timeline");
@@ -293,7 +298,7 @@
       try { localStorage.setItem(LANG_KEY, lang); } catch (e) { /* private mode: the choice lasts this page */ }
       render();
     });
-    $("revoke").addEventListener("click", function () { $("confirm").showModal(); });
+    $("revoke").addEventListener("click", function () { $("confirm").returnValue = ""; $("confirm").showModal(); });
     $("confirm").addEventListener("close", function () { if ($("confirm").returnValue === "yes") { revoke(); } });
     poll();
   });
