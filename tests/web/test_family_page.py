@@ -310,6 +310,22 @@ async def test_revoke_needs_the_page_nonce_and_is_logged(
     assert st["revoke"]["state"] == "failed" and st["revoke"]["error"] == "lock offline"
 
 
+async def test_a_revoke_nobody_answered_is_not_pending_forever(
+    sqlite_site: Site, http: aiohttp.ClientSession
+) -> None:
+    site = sqlite_site
+    inc = await site.open_incident(9)
+    url = await site.family(inc, "contact:0")
+    # A backend logged the request and then stopped before the hub answered.
+    await site.incidents.append_events(
+        [EventRecord(inc, "revoke_requested", datetime.now(UTC) - timedelta(minutes=5), {"by": "contact:1"})]
+    )
+    st = await get_state(http, url)
+    assert st["revoke"]["state"] == "failed" and st["revoke"]["error"] == "no answer"
+    await site.log(inc, "revoke_requested", by="contact:1")  # a fresh one, maybe on another backend
+    assert (await get_state(http, url))["revoke"]["state"] == "pending"
+
+
 async def test_without_a_revoker_there_is_no_button_and_no_route(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     async for site in _site(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", revoker=False):
         url = await site.family(await site.open_incident(6))

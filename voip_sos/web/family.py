@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 NONCE_HEADER = "X-Family-Nonce"
 REVOKE_TIMEOUT_S = 30.0
 """How long the page waits for the hub's answer (MQTT round trip plus the lock confirming each slot)."""
+STALE_SLACK_S = 10.0
 STATIC_FILES = {"family.js": "text/javascript", "family.css": "text/css"}
 _SECURITY_HEADERS = {
     # The token is in the URL: no Referer may carry it off, no cache may keep the page.
@@ -130,6 +131,13 @@ def _static(name: str) -> bytes:
     return resources.files("voip_sos.web").joinpath("static", name).read_bytes()
 
 
+def _stale(requested_at: object, timeout_s: float) -> bool:
+    if not isinstance(requested_at, str):
+        return True
+    # A revoke still running elsewhere ends by its own timeout; past that (plus slack) nobody will answer.
+    return _wall() - datetime.fromisoformat(requested_at) > timedelta(seconds=timeout_s + STALE_SLACK_S)
+
+
 def _same_origin(request: web.Request) -> bool:
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
@@ -173,8 +181,12 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
         codes = await pages.codes.codes(incident_id) if pages.codes is not None else None
         body = family_state(incident, events, reader=link.target, codes=codes,
                             can_revoke=pages.revoker is not None)  # fmt: skip
+        revoke = body["revoke"]
         if incident_id in pages._revoking:
-            body["revoke"]["state"] = "pending"
+            revoke["state"] = "pending"
+        elif revoke["state"] == "pending" and _stale(revoke.get("requested_at"), pages.revoke_timeout_s):
+            # Asked for, never answered (the backend that asked stopped): say so, let them try again.
+            revoke.update(state="failed", confirmed=False, cleared_slots=[], error="no answer")
         body["nonce"] = pages.nonce(token)
         body["link_expires_at"] = link.expires_at.isoformat()
         return body
