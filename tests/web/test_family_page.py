@@ -85,6 +85,7 @@ class Site:
     incidents: IncidentStore
     revoker: RecordingRevoker
     codes: CodesTable
+    pages: FamilyPages
 
     async def open_incident(self, n: int, *, language: str = "en", name: str = "Li Wei") -> int:
         [rec] = await self.incidents.record(
@@ -112,12 +113,12 @@ async def _site(db_url: str, *, revoker: bool = True) -> AsyncIterator[Site]:
     incidents = IncidentStore(engine)
     links = DbLinkStore(engine)
     rev, codes = RecordingRevoker(), CodesTable()
-    pages = FamilyPages(incidents, rev if revoker else None, codes)
+    pages = FamilyPages(incidents, rev if revoker else None, codes, public_url="https://sos.example.net")
     servers: HttpServers = await start_http(
         HttpConfig(listen=HostPort("127.0.0.1", 0)), links, None, None, family=pages
     )
     try:
-        yield Site(f"http://127.0.0.1:{servers.public.port}", links, incidents, rev, codes)
+        yield Site(f"http://127.0.0.1:{servers.public.port}", links, incidents, rev, codes, pages)
     finally:
         await servers.close()
         await incidents.aclose()
@@ -290,13 +291,20 @@ async def test_revoke_needs_the_page_nonce_and_is_logged(
         async with http.post(url + "/revoke", headers=headers) as resp:
             assert resp.status == 403, headers
     assert site.revoker.calls == []
-    async with http.post(url + "/revoke", headers={NONCE_HEADER: nonce, "Origin": site.base}) as resp:
+    # Behind a reverse proxy the Origin is the public URL, not the Host the backend sees.
+    assert site.pages.public_url == "https://sos.example.net"
+    proxied = {NONCE_HEADER: nonce, "Origin": "https://sos.example.net", "Sec-Fetch-Site": "same-origin"}
+    async with http.post(url + "/revoke", headers={**proxied, "Origin": "https://sos.example.net.evil"}) as resp:
+        assert resp.status == 403
+    async with http.post(url + "/revoke", headers=proxied) as resp:
         assert resp.status == 200
         body = await resp.json()
     assert body["revoke"] == {"state": "done", "cleared_slots": [3, 4], "confirmed": True, "error": None}
     assert site.revoker.calls == [inc]
+    async with http.post(url + "/revoke", headers={NONCE_HEADER: nonce, "Origin": site.base}) as resp:
+        assert resp.status == 200  # same Host: a direct connection
     log = [(e.kind, e.detail) for e in await site.incidents.events(inc) if e.kind.startswith("revoke")]
-    assert log == [
+    assert log == 2 * [
         ("revoke_requested", {"by": "contact:0"}),
         ("revoke_result", {"by": "contact:0", "cleared_slots": [3, 4], "confirmed": True, "error": None}),
     ]
@@ -386,6 +394,7 @@ async def test_page_updates_live_shows_codes_and_revokes(
     site.revoker.gate = asyncio.Event()
     await page.locator("#revoke").click()
     await expect(page.locator("#confirm")).to_be_visible()
+    await page.screenshot(path=str(tmp_path / "family-confirm.png"))
     await page.locator("#confirm-yes").click()
     await expect(page.locator("#revoke-result")).to_contain_text("Revoking")
     await expect(page.locator("#revoke")).to_be_disabled()
@@ -438,6 +447,17 @@ async def test_chinese_page_and_language_switch(sqlite_site: Site, browser: Brow
     await expect(page.locator("#status-title")).to_have_text("Nobody could be reached")
     await page.reload()  # the choice sticks
     await expect(page.locator("#status-title")).to_have_text("Nobody could be reached")
+
+
+async def test_page_says_so_when_its_link_expires(sqlite_site: Site, browser: Browser) -> None:
+    site = sqlite_site
+    page = await phone(browser)
+    await page.goto(await site.family(await site.open_incident(10), ttl_s=2.0))
+    await expect(page.locator("#status-title")).to_have_text("Calling for help…")
+    await expect(page.locator("#status-title")).to_have_text(
+        "This link does not exist or has expired.", timeout=UI_TIMEOUT_MS
+    )
+    await expect(page.locator("#revoke")).to_be_hidden()
 
 
 async def test_page_for_a_wrong_token_is_the_plain_404(sqlite_site: Site, browser: Browser) -> None:

@@ -117,6 +117,8 @@ class FamilyPages:
     nonce_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     """HMAC key of the page nonce. Backends sharing one public URL must share it."""
     revoke_timeout_s: float = REVOKE_TIMEOUT_S
+    public_url: str | None = None
+    """`http.public_url`: behind a reverse proxy the browser's Origin is this, not the Host we see."""
     _revoking: set[int] = field(default_factory=set)
 
     def nonce(self, token: str) -> str:
@@ -138,15 +140,17 @@ def _stale(requested_at: object, timeout_s: float) -> bool:
     return _wall() - datetime.fromisoformat(requested_at) > timedelta(seconds=timeout_s + STALE_SLACK_S)
 
 
-def _same_origin(request: web.Request) -> bool:
+def _same_origin(request: web.Request, public_url: str | None) -> bool:
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return False
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None:
         return True  # not a browser, or an old one: the nonce header still has to be right
-    host = request.headers.get(hdrs.HOST, "")
-    return origin != "null" and urlsplit(origin).netloc == host
+    ours = {request.headers.get(hdrs.HOST, "")}
+    if public_url:
+        ours.add(urlsplit(public_url).netloc)
+    return origin != "null" and urlsplit(origin).netloc in ours
 
 
 def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore,
@@ -209,7 +213,7 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
             return not_found()
         token = request.match_info["token"]
         nonce = request.headers.get(NONCE_HEADER, "")
-        if not _same_origin(request) or not hmac.compare_digest(nonce, pages.nonce(token)):
+        if not _same_origin(request, pages.public_url) or not hmac.compare_digest(nonce, pages.nonce(token)):
             bind(log, incident=link.incident_id).warning("family revoke refused: cross-site or stale page")
             return web.json_response({"error": "forbidden"}, status=403, headers=_SECURITY_HEADERS)
         incident_id = int(link.incident_id)
