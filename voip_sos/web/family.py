@@ -14,8 +14,8 @@ Routes (added to the public app by `build_app(..., family=FamilyPages(...))`):
 
 Cross-site requests cannot revoke: the POST must carry `X-Family-Nonce`, an HMAC of the token the
 page reads from `/state`. A custom header forces a CORS preflight that this server never grants,
-and a cross-site page cannot read `/state` to learn the nonce; on top, a present `Origin` or
-`Sec-Fetch-Site` must say same-origin.
+and a cross-site page cannot read `/state` to learn the nonce; on top, a present `Origin` (this
+host or `http.public_url`) and `Sec-Fetch-Site` must say same-origin.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,6 +57,11 @@ log = logging.getLogger(__name__)
 NONCE_HEADER = "X-Family-Nonce"
 REVOKE_TIMEOUT_S = 30.0
 """How long the page waits for the hub's answer (MQTT round trip plus the lock confirming each slot)."""
+# A fixed key, on purpose: what stops a cross-site POST is the custom header (preflight never
+# granted), the Origin check, and that only a page of our origin can read /state. Someone who can
+# compute the nonce already holds the token, and with it the page. A per-process random key would
+# add nothing against that and would break backends sharing one public URL.
+DEFAULT_NONCE_KEY = b"voip-sos family page nonce v1"
 STALE_SLACK_S = 10.0
 STATIC_FILES = {"family.js": "text/javascript", "family.css": "text/css"}
 _SECURITY_HEADERS = {
@@ -114,8 +118,8 @@ class FamilyPages:
     incidents: IncidentLog
     revoker: Revoker | None = None
     codes: CodesSource | None = None
-    nonce_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    """HMAC key of the page nonce. Backends sharing one public URL must share it."""
+    nonce_key: bytes = DEFAULT_NONCE_KEY
+    """HMAC key of the page nonce; backends sharing one public URL must share it (see module doc)."""
     revoke_timeout_s: float = REVOKE_TIMEOUT_S
     public_url: str | None = None
     """`http.public_url`: behind a reverse proxy the browser's Origin is this, not the Host we see."""
