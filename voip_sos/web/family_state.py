@@ -40,6 +40,8 @@ REVOKE_RESULT = "revoke_result"
 STATUSES = ("calling", "confirmed_centre", "confirmed_contact", "nobody_reached", "closed")
 """The STB's STATUS vocabulary (voip_sos.sos.wire.StatusCode), so the TV and the page agree."""
 VISIBLE_DIGITS = 4
+MIN_MATCH_DIGITS = 7
+"""A caller id matches a dialled number when one ends with the other and has at least this many."""
 MASK = "•••• "
 
 
@@ -185,10 +187,13 @@ class _Builder:
             self.step(e, "revoked" if ok else "revoke_failed", error=d.get("error"))
 
     def _party_by_number(self, number: object) -> str | None:
-        # Digits only: a caller id may arrive as "+86 138…" or "sip:138…@pbx".
+        # Digits only, and a suffix match: a caller id may arrive as "sip:138…@pbx" for a contact
+        # stored as "+86 138…" (national vs international form of the same subscriber number).
         wanted = _digits(number)
         for party, known in self.numbers.items():
-            if wanted and _digits(known) == wanted:
+            have = _digits(known)
+            short, long_ = sorted((wanted, have), key=len)
+            if len(short) >= MIN_MATCH_DIGITS and long_.endswith(short):
                 return party
         return None
 
