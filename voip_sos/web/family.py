@@ -181,6 +181,8 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
                             headers=_SECURITY_HEADERS)  # fmt: skip
 
     async def state_of(link: Link, token: str) -> dict[str, Any] | None:
+        if not link.incident_id.isdigit():
+            return None  # not a link this module issued (incident ids are integers)
         incident_id = int(link.incident_id)
         incident = await pages.incidents.get(incident_id)
         if incident is None:
@@ -220,6 +222,8 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
         if not _same_origin(request, pages.public_url) or not hmac.compare_digest(nonce, pages.nonce(token)):
             bind(log, incident=link.incident_id).warning("family revoke refused: cross-site or stale page")
             return web.json_response({"error": "forbidden"}, status=403, headers=_SECURITY_HEADERS)
+        if not link.incident_id.isdigit():
+            return not_found()
         incident_id = int(link.incident_id)
         if incident_id in pages._revoking:
             return web.json_response({"revoke": {"state": "pending"}}, status=409, headers=_SECURITY_HEADERS)
