@@ -243,7 +243,9 @@ class IncidentRunner:
         try:
             core = IncidentCore(str(incident_id), self._policy, sub.contacts, sub.language, test=test)
         except Exception as exc:
+            # Tell the truth at once: the TV must not show "calling" when nobody can be called.
             log.error("incident cannot call anybody", extra={"error": str(exc)})
+            self._send_status(incident_id, stb_ip, StatusCode.NOBODY_REACHED, "nobody to call")
             return None
         live = _Live(incident_id, stb_ip, sub, test, core, log)
         live.numbers = {
