@@ -449,6 +449,23 @@ async def test_chinese_page_and_language_switch(sqlite_site: Site, browser: Brow
     await expect(page.locator("#status-title")).to_have_text("Nobody could be reached")
 
 
+async def test_a_cancel_at_the_tv_box_is_shown_as_a_false_alarm(sqlite_site: Site, browser: Browser) -> None:
+    site = sqlite_site
+    inc = await site.open_incident(11)
+    page = await phone(browser)
+    await page.goto(await site.family(inc, "contact:0"))
+    await expect(page.locator("#status-title")).to_have_text("Calling for help…")
+    # The real path: the STB's CANCEL recorded by the store closes the incident as a false alarm.
+    [rec] = await site.incidents.record(
+        [RequestRecord("cancel", os.urandom(16), "10.9.0.11", "u00011", datetime.now(UTC))]
+    )
+    assert rec.closed
+    await expect(page.locator("#status-title")).to_have_text("The alarm is over")
+    await expect(page.locator("#status-sub")).to_have_text("It was cancelled at the TV box (false alarm).")
+    await expect(page.locator("#timeline li").first).to_contain_text("The alarm was closed — It was cancelled")
+    await expect(page.locator("#timeline li").nth(1)).to_contain_text("The alarm was cancelled at the TV box")
+
+
 async def test_page_says_so_when_its_link_expires(sqlite_site: Site, browser: Browser) -> None:
     site = sqlite_site
     page = await phone(browser)

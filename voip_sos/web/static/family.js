@@ -25,7 +25,7 @@
       s_nobody_reached_sub: "Every call was tried and nobody confirmed. Please call for help yourself.",
       s_closed: "The alarm is over",
       r_reached: "Everyone needed was reached.", r_false_alarm: "It was cancelled at the TV box (false alarm).",
-      r_unreached: "Nobody confirmed.",
+      r_unreached: "Nobody confirmed.", r_superseded_by_real_sos: "A real alarm replaced this test.",
       s_gone: "This link does not exist or has expired.",
       centre: "Emergency centre", test_line: "Test line", contact: "Contact {n}", you: "you",
       opened: "The SOS button was pressed", calling: "Calling {who}", ringing: "{who} is ringing",
@@ -67,7 +67,7 @@
       s_nobody_reached_sub: "所有电话都已拨打，无人确认。请您立即自行求助。",
       s_closed: "本次警报已结束",
       r_reached: "需要联系的人都已联系上。", r_false_alarm: "已在电视机顶盒上取消（误报）。",
-      r_unreached: "无人确认。",
+      r_unreached: "无人确认。", r_superseded_by_real_sos: "真实警报已取代本次测试。",
       s_gone: "此链接不存在或已过期。",
       centre: "紧急中心", test_line: "测试线路", contact: "联系人 {n}", you: "您",
       opened: "SOS 按键被按下", calling: "正在呼叫{who}", ringing: "{who}电话振铃中",
@@ -107,6 +107,10 @@
     if (params) { Object.keys(params).forEach(function (k) { s = s.split("{" + k + "}").join(params[k]); }); }
     return s;
   }
+  function reason(r) {
+    // A close reason this page has no words for is left out rather than shown as a code.
+    return r && (T[lang]["r_" + r] || T.en["r_" + r]) ? t("r_" + r) : "";
+  }
   function clock(iso) {
     if (!iso) { return ""; }
     var d = new Date(iso);
@@ -134,7 +138,7 @@
     // The masked number once, where the call is placed; later steps name the party only.
     var w = who(s.who, s.step === "calling");
     switch (s.step) {
-      case "call_ended": return { text: t("call_ended." + s.result, { who: w }), cls: s.result === "confirmed" ? "ok" : (s.result === "failed" ? "bad" : "") };
+      case "call_ended": return { text: t(T.en["call_ended." + s.result] ? "call_ended." + s.result : "call_ended.ended", { who: w }), cls: s.result === "confirmed" ? "ok" : (s.result === "failed" ? "bad" : "") };
       case "sms": return { text: t("sms." + s.sms, { who: w || "—" }) + (s.accepted ? "" : t("sms_failed")), cls: s.accepted ? "" : "bad" };
       case "door_code": return { text: t("door_code_step"), cls: "ok" };
       case "parking_pass": return { text: t("parking_pass_step"), cls: "ok" };
@@ -142,7 +146,7 @@
       case "callback": return { text: t("callback", { who: w }), cls: "ok" };
       case "revoked": return { text: t("revoked"), cls: "ok" };
       case "revoke_failed": return { text: t("revoke_failed") + (s.error ? ": " + s.error : ""), cls: "bad" };
-      case "closed": return { text: t("closed") + (s.reason ? " — " + t("r_" + s.reason) : ""), cls: "" };
+      case "closed": return { text: t("closed") + (reason(s.reason) ? " — " + reason(s.reason) : ""), cls: "" };
       default: return { text: t(s.step, { who: w }), cls: "" };
     }
   }
@@ -156,7 +160,7 @@
     if (st === "calling") { sub = t("s_calling_sub"); }
     if (st === "confirmed_contact") { sub = t("s_confirmed_contact_sub"); }
     if (st === "nobody_reached") { sub = t("s_nobody_reached_sub"); }
-    if (st === "closed" && state.closed && state.closed.reason) { sub = t("r_" + state.closed.reason); }
+    if (st === "closed" && state.closed) { sub = reason(state.closed.reason); }
     text($("status-title"), title);
     text($("status-sub"), sub);
     $("test-flag").hidden = !state.incident.test;
