@@ -390,6 +390,10 @@ async def test_page_updates_live_shows_codes_and_revokes(
     await expect(page.locator("#door-code")).to_have_text("482913")
     await expect(page.locator("#parking-code")).to_have_text("P-7781")
     await page.screenshot(path=str(tmp_path / "family-en.png"), full_page=True)
+    for width in (390, 320):  # nothing sideways to scroll, even on a small phone
+        await page.set_viewport_size({"width": width, "height": 844})
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), width
+    await page.set_viewport_size(PHONE)
 
     site.revoker.gate = asyncio.Event()
     await page.locator("#revoke").click()
