@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from voip_sos.hub.client import HubClient
 from voip_sos.hub.events import (
@@ -40,8 +41,7 @@ class HubEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         peer: Addr = (str(addr[0]), int(addr[1]))
@@ -96,8 +96,7 @@ class HubClientEndpoint(asyncio.DatagramProtocol):
         self._queues: dict[bytes, asyncio.Queue[Event]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         loop = asyncio.get_running_loop()

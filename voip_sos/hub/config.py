@@ -56,6 +56,13 @@ def parse_optional_hub_id(value: object) -> str | None:
     return None if value in (None, "") else parse_hub_id(value)
 
 
+def parse_listen(value: object) -> HostPort:
+    """HOST:PORT to bind; port 0 picks a free port (tests, and hubs the STB learns about otherwise)."""
+    if isinstance(value, str) and value.strip().endswith(":0"):
+        return HostPort(parse_hostport(value.strip()[:-2] + ":1").host, 0)
+    return parse_hostport(value)
+
+
 def parse_key_hex(value: object) -> str:
     if value in (None, ""):
         return ""
@@ -139,7 +146,7 @@ class HubSection:
     listen: HostPort = key(
         HostPort("0.0.0.0", 4760),
         "UDP address the STB's instructions arrive at",
-        parse_hostport,
+        parse_listen,
         type_name="HOST:PORT",
     )
     stb_key: str = key(

@@ -149,7 +149,8 @@ class HubLink:
             await self._client.publish(
                 cmd_topic(hub_id, "revoke"), json.dumps({"command": command_id}).encode(), qos=1
             )
-            return await asyncio.wait_for(fut, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await fut
         except aiomqtt.MqttError as exc:
             raise HubLinkError(f"cannot send revoke to {hub_id}: {exc}") from None
         except TimeoutError:
@@ -164,4 +165,5 @@ class HubLink:
 
     async def next_event(self, timeout_s: float) -> HubEvent:
         """The next event, or TimeoutError."""
-        return await asyncio.wait_for(self._events.get(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await self._events.get()

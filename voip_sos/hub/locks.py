@@ -92,7 +92,8 @@ class Zigbee2MqttLock:
         self._runner = asyncio.create_task(self._run(), name="z2m-lock")
         # Don't block the hub's start on the home broker: a command waits for it within its deadline.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self._connected.wait()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -145,7 +146,8 @@ class Zigbee2MqttLock:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
         except TimeoutError:
             raise LockError(f"{what}: home broker unreachable") from None
         client = self._client
@@ -156,7 +158,8 @@ class Zigbee2MqttLock:
         self._waiters.append(waiter)
         try:
             await client.publish(self._set_topic, json.dumps(payload), qos=1)
-            await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                await fut
         except TimeoutError:
             raise LockError(f"{what}: lock did not confirm within {timeout_s:g} s") from None
         except aiomqtt.MqttError as exc:

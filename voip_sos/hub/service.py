@@ -43,6 +43,7 @@ REUSE_MIN_SHARE = 0.5
 # Context older than this belongs to an earlier incident.
 CONTEXT_FRESH_S = 600.0
 EXPIRY_RETRY_S = 30.0
+WALL_RECHECK_S = 60.0
 
 T = TypeVar("T")
 
@@ -146,7 +147,12 @@ class HubService:
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("hub task failed", exc_info=task.exception())
 
     def _save(self) -> None:
         save_state(self._state_path, self.slots.to_json())
@@ -319,7 +325,8 @@ class HubService:
         while self._incident() is None and loop.time() < deadline:
             self._context_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._context_changed.wait(), deadline - loop.time())
+                async with asyncio.timeout_at(deadline):
+                    await self._context_changed.wait()
         if self._incident() is not None and self._context is not None:
             ctx = self._context[1]
             return ctx.incident, ctx.uid, ctx.address, ctx.contact_phone
@@ -433,9 +440,11 @@ class HubService:
             if due_at is not None and due_at <= self._wall():
                 await self._clear_due()
                 continue
-            timeout = None if due_at is None else due_at - self._wall()
+            # Look again at least once a minute: the wall clock may be stepped (NTP) under us.
+            timeout = WALL_RECHECK_S if due_at is None else min(WALL_RECHECK_S, due_at - self._wall())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._expiry_wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._expiry_wake.wait()
 
     async def _clear_due(self) -> None:
         for code in self.slots.due(self._wall()):

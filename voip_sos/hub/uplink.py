@@ -80,9 +80,15 @@ class Uplink:
                     await client.publish(status_topic(self.hub_id), b"online", qos=1, retain=True)
                     self.connected.set()
                     log.info("backend link up", extra={"hub": self.hub_id})
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._send(client))
-                        tg.create_task(self._receive(client))
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._send(client))
+                            tg.create_task(self._receive(client))
+                    except asyncio.CancelledError:
+                        # A clean stop: say so (the will only covers a lost connection).
+                        with contextlib.suppress(aiomqtt.MqttError):
+                            await client.publish(status_topic(self.hub_id), b"offline", qos=1, retain=True)
+                        raise
             except* aiomqtt.MqttError as group:
                 log.warning(
                     "backend link down", extra={"hub": self.hub_id, "error": str(group.exceptions[0])}
