@@ -147,17 +147,21 @@ async def test_parking_down_is_retried_then_reported_without_holding_the_door_co
         cfg = write_config(
             tmp_path, hub={"deadline_s": 1.0}, parking={"url": parking.url, "token": parking.token}
         )
-        async with Z2mLockSim(cfg.lock.base_topic, cfg.lock.device), backend() as link:
-            async with running_hub(cfg) as hub, stb_for(hub) as stb:
-                updates = []
-                codes = await stb.request_codes(on_update=updates.append)
-                assert codes is not None
-                assert codes.door_state is PartState.ISSUED and codes.parking_state is PartState.FAILED
-                # The door code reached the STB before the parking deadline ran out.
-                first_door = next(u for u in updates if u.door_state is PartState.ISSUED)
-                assert not first_door.final and first_door.parking_state is PartState.PENDING
-                failed = await next_event(link, hub.hub_id, "failed")
-                assert failed.data["what"] == "parking_pass" and "503" in failed.data["reason"]
+        async with (
+            Z2mLockSim(cfg.lock.base_topic, cfg.lock.device),
+            backend() as link,
+            running_hub(cfg) as hub,
+            stb_for(hub) as stb,
+        ):
+            updates = []
+            codes = await stb.request_codes(on_update=updates.append)
+            assert codes is not None
+            assert codes.door_state is PartState.ISSUED and codes.parking_state is PartState.FAILED
+            # The door code reached the STB before the parking deadline ran out.
+            first_door = next(u for u in updates if u.door_state is PartState.ISSUED)
+            assert not first_door.final and first_door.parking_state is PartState.PENDING
+            failed = await next_event(link, hub.hub_id, "failed")
+            assert failed.data["what"] == "parking_pass" and "503" in failed.data["reason"]
 
 
 async def test_parking_uses_home_fallback_without_backend_context(tmp_path: Path) -> None:
