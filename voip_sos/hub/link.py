@@ -103,7 +103,7 @@ class HubLink:
                 payload = (
                     message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
                 )
-                event = parse_event(str(message.topic), payload)
+                event = parse_event(str(message.topic), payload, asyncio.get_running_loop().time())
                 if event is None:
                     continue
                 if event.kind == EventKind.REVOKED:

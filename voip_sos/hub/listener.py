@@ -83,8 +83,11 @@ class HubListener:
             return
         source = ipaddress.ip_address(addr[0])
         source_ip = (getattr(source, "ipv4_mapped", None) or source).compressed
-        if msg.ip != source_ip or (self._stb_ip is not None and msg.ip != self._stb_ip):
+        if msg.ip != source_ip:
             self._drop(addr, f"carried IP {msg.ip} does not match source {source_ip}")
+            return
+        if self._stb_ip is not None and msg.ip != self._stb_ip:
+            self._drop(addr, f"carried IP {msg.ip} is not this home's STB")
             return
         known = self._requests.get(msg.request_id)
         if known is not None:

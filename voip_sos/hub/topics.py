@@ -98,6 +98,8 @@ class HubEvent:
     """door_code, parking_pass, failed, revoked, expired, or status."""
     data: dict[str, Any] = field(default_factory=dict)
     """The JSON payload (for status: {"state": "online" | "offline"})."""
+    received_at: float = 0.0
+    """When the backend's link received it (event-loop monotonic time; 0 when not set)."""
 
     @property
     def incident(self) -> str | None:
@@ -105,18 +107,18 @@ class HubEvent:
         return None if value is None else str(value)
 
 
-def parse_event(topic: str, payload: bytes) -> HubEvent | None:
+def parse_event(topic: str, payload: bytes, received_at: float = 0.0) -> HubEvent | None:
     """The event a hub published on `topic`, or None when the topic or payload is not one."""
     parts = topic.split("/")
     if len(parts) < 4 or "/".join(parts[:2]) != PREFIX:
         return None
     hub_id = parts[2]
     if len(parts) == 4 and parts[3] == "status":
-        return HubEvent(hub_id, "status", {"state": payload.decode("utf-8", "replace")})
+        return HubEvent(hub_id, "status", {"state": payload.decode("utf-8", "replace")}, received_at)
     if len(parts) != 5 or parts[3] != "event" or parts[4] not in EventKind.ALL:
         return None
     try:
         data = json.loads(payload)
     except ValueError:
         return None
-    return HubEvent(hub_id, parts[4], data) if isinstance(data, dict) else None
+    return HubEvent(hub_id, parts[4], data, received_at) if isinstance(data, dict) else None

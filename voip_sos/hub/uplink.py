@@ -9,6 +9,7 @@ an event produced while the link is down is sent when it is back. The session is
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -38,7 +39,9 @@ class Uplink:
         self.hub_id = hub_id
         self._cfg = cfg
         self._on_command = on_command
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(MAX_QUEUED_EVENTS)
+        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -46,24 +49,30 @@ class Uplink:
         self._task = asyncio.create_task(self._run(), name=f"uplink-{self.hub_id}")
 
     async def close(self) -> None:
+        """Say `offline` (the will only covers a lost connection), then stop."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await client.publish(status_topic(self.hub_id), b"offline", qos=1, retain=True)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=5.0)
 
     def publish_event(self, kind: str, data: dict[str, Any]) -> None:
         """Queue an event for the backend (sent at once when connected, else on reconnection)."""
         body = {"hub": self.hub_id, "at": datetime.now(UTC).isoformat(timespec="milliseconds"), **data}
-        item = (event_topic(self.hub_id, kind), json.dumps(body, ensure_ascii=False).encode())
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            log.error("backend link down too long, event dropped", extra={"kind": kind})
+        if len(self._pending) >= MAX_QUEUED_EVENTS:
+            log.error("backend link down too long, oldest event dropped", extra={"kind": kind})
+            self._pending.popleft()
+        self._pending.append((event_topic(self.hub_id, kind), json.dumps(body, ensure_ascii=False).encode()))
+        self._wake.set()
 
     async def _run(self) -> None:
         assert self._cfg.broker is not None
         tls = ssl.create_default_context(cafile=self._cfg.ca_file) if self._cfg.ca_file else None
         while True:
+            sender: asyncio.Task[None] | None = None
             try:
                 async with aiomqtt.Client(
                     self._cfg.broker.host,
@@ -78,38 +87,31 @@ class Uplink:
                 ) as client:
                     await client.subscribe(f"{PREFIX}/{self.hub_id}/cmd/#", qos=1)
                     await client.publish(status_topic(self.hub_id), b"online", qos=1, retain=True)
+                    self._client = client
                     self.connected.set()
                     log.info("backend link up", extra={"hub": self.hub_id})
-                    try:
-                        async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._send(client))
-                            tg.create_task(self._receive(client))
-                    except asyncio.CancelledError:
-                        # A clean stop: say so (the will only covers a lost connection).
-                        with contextlib.suppress(aiomqtt.MqttError):
-                            await client.publish(status_topic(self.hub_id), b"offline", qos=1, retain=True)
-                        raise
-            except* aiomqtt.MqttError as group:
-                log.warning(
-                    "backend link down", extra={"hub": self.hub_id, "error": str(group.exceptions[0])}
-                )
+                    sender = asyncio.create_task(self._send(client), name=f"uplink-send-{self.hub_id}")
+                    await self._receive(client)
+            except aiomqtt.MqttError as exc:
+                log.warning("backend link down", extra={"hub": self.hub_id, "error": str(exc)})
             finally:
+                self._client = None
                 self.connected.clear()
+                if sender is not None:
+                    sender.cancel()
             await asyncio.sleep(RECONNECT_S)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
-            topic, payload = await self._queue.get()
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            topic, payload = self._pending[0]
             try:
                 await client.publish(topic, payload, qos=1)
             except aiomqtt.MqttError:
-                # Put it back in front of the line: it goes out first after the reconnection.
-                items = [(topic, payload)]
-                while not self._queue.empty():
-                    items.append(self._queue.get_nowait())
-                for item in items[:MAX_QUEUED_EVENTS]:
-                    self._queue.put_nowait(item)
-                raise
+                return  # stays first in line; the reconnection sends it
+            self._pending.popleft()
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
