@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: real SIP peers for tests and the demo (sip-tester = SIPp, baresip, kamailio),
-# espeak-ng (Mandarin fallback voice), sox (test audio), libsndfile1 (soundfile), python3-venv.
+# espeak-ng (Mandarin fallback voice), sox (test audio), libsndfile1 (soundfile), python3-venv,
+# mosquitto (MQTT broker + mosquitto_passwd: the home hub's tests start their own brokers).
 APT_PACKAGES=(
-  python3-venv sip-tester baresip-core kamailio espeak-ng sox libsndfile1
+  python3-venv sip-tester baresip-core kamailio espeak-ng sox libsndfile1 mosquitto
 )
 
 missing=()

@@ -20,7 +20,8 @@ from typing import Any
 import aiomqtt
 from aiohttp import web
 
-BROKER = ("127.0.0.1", 1883)
+from tests.hub import hub_support
+from voip_sos.hub.uplink import MQTT_SOCKET_OPTIONS
 
 
 @dataclass
@@ -33,12 +34,12 @@ class Z2mLockSim:
     """Speaks Zigbee2MQTT's pin_code interface for one lock on the real broker."""
 
     def __init__(
-        self, base_topic: str, device: str, *, expose_pin: bool = True, broker: tuple[str, int] = BROKER
+        self, base_topic: str, device: str, *, expose_pin: bool = True, broker: tuple[str, int] | None = None
     ) -> None:
         self.base = base_topic
         self.device = device
         self.expose_pin = expose_pin
-        self.broker = broker
+        self.broker = broker or (hub_support.BROKER.host, hub_support.BROKER.port)
         self.users: dict[int, Slot] = {}
         self.online = True
         self.commands: list[dict[str, Any]] = []
@@ -57,7 +58,9 @@ class Z2mLockSim:
             await self._task
 
     async def _run(self) -> None:
-        async with aiomqtt.Client(*self.broker, identifier=f"z2m-sim-{secrets.token_hex(4)}") as client:
+        async with aiomqtt.Client(
+            *self.broker, identifier=f"z2m-sim-{secrets.token_hex(4)}", socket_options=MQTT_SOCKET_OPTIONS
+        ) as client:
             await client.subscribe(f"{self.base}/{self.device}/set", qos=1)
             self._ready.set()
             async for message in client.messages:

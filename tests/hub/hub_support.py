@@ -22,6 +22,13 @@ from voip_sos.hub.service import HubService
 from voip_sos.hub.topics import HubEvent
 
 STB_KEY = bytes(range(32))
+BROKER = HostPort("127.0.0.1", 1883)
+
+
+def use_broker(port: int) -> None:
+    """Point every helper and simulator at the broker on `port` (tests/hub/conftest.py sets it)."""
+    global BROKER
+    BROKER = HostPort("127.0.0.1", port)
 
 
 def unique(prefix: str) -> str:
@@ -40,12 +47,12 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> HubConfig:
             "deadline_s": 3,
             "state_file": str(tmp_path / "hub-state.json"),
         },
-        "link": {"broker": "127.0.0.1:1883"},
+        "link": {"broker": str(BROKER)},
         "lock": {
             "kind": "zigbee2mqtt",
             "slots": "20-24",
             "attempt_timeout_s": 1,
-            "broker": "127.0.0.1:1883",
+            "broker": str(BROKER),
             "base_topic": unique("z2m"),
             "device": "front_door",
         },
@@ -70,7 +77,7 @@ async def running_hub(cfg: HubConfig) -> AsyncIterator[HubService]:
         await service.close()
         if cfg.link.broker is not None:
             # Leave no retained status behind on the shared broker.
-            async with aiomqtt.Client("127.0.0.1", 1883) as client:
+            async with aiomqtt.Client(BROKER.host, BROKER.port) as client:
                 await client.publish(f"voip-sos/hub/{service.hub_id}/status", b"", qos=1, retain=True)
 
 
@@ -86,7 +93,7 @@ async def stb_for(service: HubService, give_up_s: float = 20.0) -> AsyncIterator
 
 @asynccontextmanager
 async def backend() -> AsyncIterator[HubLink]:
-    async with HubLink(HostPort("127.0.0.1", 1883), client_id=unique("backend")) as link:
+    async with HubLink(BROKER, client_id=unique("backend")) as link:
         yield link
 
 

@@ -1,21 +1,18 @@
 """The broker ACL of docs/hub-protocol.md §8 on a real Mosquitto: a hub reads and writes only its own
-topics; the backend reaches every hub. Our own mosquitto on a free port, stopped by PID."""
+topics; the backend reaches every hub. A private Mosquitto on a free port, stopped by PID."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import re
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from tests.hub.broker import mosquitto
 from voip_sos.config import HostPort
 from voip_sos.hub.link import HubLink, HubLinkError
 
@@ -31,46 +28,10 @@ def documented_acl() -> str:
     return m.group(1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[int]:
-    passwd = tmp_path / "passwd"
-    for i, (user, pw) in enumerate(USERS.items()):
-        flags = ["-b", "-c"] if i == 0 else ["-b"]
-        subprocess.run(["mosquitto_passwd", *flags, str(passwd), user, pw], check=True, capture_output=True)
-    acl = tmp_path / "acl"
-    acl.write_text(documented_acl(), encoding="utf-8")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
-        "persistence false\nlog_dest stderr\n"
-        # Started as root, mosquitto would switch to user "mosquitto", who cannot read pytest's tmp dir.
-        f"user {getpass.getuser()}\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "mosquitto exited"
-            assert time.monotonic() < deadline, "mosquitto did not start"
-            time.sleep(0.05)
+    with mosquitto(users=USERS, acl=documented_acl(), folder=tmp_path) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def client(port: int, user: str, password: str | None = None) -> aiomqtt.Client:

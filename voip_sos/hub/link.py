@@ -29,6 +29,7 @@ import aiomqtt
 from voip_sos.config import HostPort
 from voip_sos.errors import VoipSosError
 from voip_sos.hub.topics import PREFIX, EventKind, HubEvent, IncidentContext, cmd_topic, parse_event
+from voip_sos.hub.uplink import MQTT_SOCKET_OPTIONS
 
 __all__ = ["HubLink", "HubLinkError", "RevokeResult"]
 
@@ -72,6 +73,7 @@ class HubLink:
             password=password,
             identifier=client_id or f"voip-sos-backend-{secrets.token_hex(4)}",
             tls_context=tls,
+            socket_options=MQTT_SOCKET_OPTIONS,
         )
         self._events: asyncio.Queue[HubEvent] = asyncio.Queue(MAX_QUEUED_EVENTS)
         self._revokes: dict[str, asyncio.Future[RevokeResult]] = {}

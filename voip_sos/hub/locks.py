@@ -31,6 +31,7 @@ import aiomqtt
 
 from voip_sos.errors import VoipSosError
 from voip_sos.hub.config import LockSection
+from voip_sos.hub.uplink import MQTT_SOCKET_OPTIONS
 
 __all__ = ["HomeAssistantLock", "Lock", "LockError", "NoLock", "Zigbee2MqttLock", "make_lock"]
 
@@ -111,6 +112,7 @@ class Zigbee2MqttLock:
                     username=self._cfg.username,
                     password=self._cfg.password or None,
                     identifier=self._client_id,
+                    socket_options=MQTT_SOCKET_OPTIONS,
                 ) as client:
                     await client.subscribe(self._state_topic, qos=1)
                     self._client = client
