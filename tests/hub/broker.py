@@ -20,12 +20,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def mosquitto(
-    *, users: dict[str, str] | None = None, acl: str | None = None, folder: Path | None = None
+    *,
+    users: dict[str, str] | None = None,
+    acl: str | None = None,
+    folder: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[int]:
     """Run `mosquitto -c CONF` on a free port; anonymous unless `users` (then with `acl`). Yields the port."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         base = Path(tmp)
-        port = free_port()
+        port = port or free_port()
         # set_tcp_nodelay as docs/hub-protocol.md §8 recommends (Nagle costs ~40 ms per MQTT hop).
         lines = [f"listener {port} 127.0.0.1", "persistence false", "log_dest stderr", "set_tcp_nodelay true"]
         # Started as root, mosquitto would switch to user "mosquitto", who cannot read our files.

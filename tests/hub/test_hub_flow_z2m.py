@@ -7,8 +7,12 @@ import asyncio
 import time
 from pathlib import Path
 
+from tests.hub.broker import free_port, mosquitto
 from tests.hub.hub_sims import ParkingSim, Slot, Z2mLockSim
 from tests.hub.hub_support import backend, next_event, running_hub, stb_for, wait_for, write_config
+from voip_sos.config import HostPort
+from voip_sos.hub.link import HubLink
+from voip_sos.hub.service import HubService
 from voip_sos.hub.topics import IncidentContext
 from voip_sos.hub.wire import PartState
 
@@ -222,3 +226,43 @@ async def test_restart_after_expiry_clears_at_once(tmp_path: Path) -> None:
         assert lock.temporary() == {20: codes.door_code}
         async with running_hub(cfg):
             await wait_for(lambda: lock.temporary() == {}, timeout_s=3, what="overdue code cleared on start")
+
+
+async def test_events_wait_for_the_backend_link_and_the_door_code_does_not(tmp_path: Path) -> None:
+    port = free_port()
+    with mosquitto(port=port):
+        cfg = write_config(tmp_path, link={"broker": f"127.0.0.1:{port}"})
+        async with Z2mLockSim(cfg.lock.base_topic, cfg.lock.device) as lock, running_hub(cfg) as hub:
+            assert hub.uplink is not None and hub.uplink.connected.is_set()
+    # The operator's broker is gone; the press still gets its code at once.
+    async with Z2mLockSim(cfg.lock.base_topic, cfg.lock.device) as lock:
+        hub = HubService(cfg)
+        await hub.start()
+        try:
+            async with stb_for(hub) as stb:
+                codes = await stb.request_codes()
+            assert codes is not None and codes.door_state is PartState.ISSUED
+            assert lock.temporary() == {20: codes.door_code}
+            assert hub.uplink is not None and not hub.uplink.connected.is_set()
+            # The broker comes back: the queued event is delivered.
+            with mosquitto(port=port):
+                async with HubLink(HostPort("127.0.0.1", port)) as link:
+                    door = await next_event(link, hub.hub_id, "door_code", timeout_s=10)
+                    assert door.data["code"] == codes.door_code
+        finally:
+            await hub.close()
+
+
+async def test_revoke_sent_while_the_hub_was_away_is_carried_out_on_return(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    async with Z2mLockSim(cfg.lock.base_topic, cfg.lock.device) as lock, backend() as link:
+        async with running_hub(cfg) as hub, stb_for(hub) as stb:
+            codes = await stb.request_codes()
+            assert codes is not None and lock.temporary() == {20: codes.door_code}
+        # The hub is offline (its session stays on the broker); the family presses Revoke now.
+        revoke = asyncio.create_task(link.revoke(cfg.hub.id or "", timeout_s=15))
+        await asyncio.sleep(0.5)
+        assert not revoke.done() and lock.temporary() == {20: codes.door_code}
+        async with running_hub(cfg):
+            result = await revoke
+        assert result.cleared == (20,) and lock.temporary() == {}
