@@ -266,3 +266,17 @@ async def test_revoke_sent_while_the_hub_was_away_is_carried_out_on_return(tmp_p
         async with running_hub(cfg):
             result = await revoke
         assert result.cleared == (20,) and lock.temporary() == {}
+
+
+async def test_lock_without_expose_pin_confirms_by_status_only(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, link={"broker": None})
+    async with (
+        Z2mLockSim(cfg.lock.base_topic, cfg.lock.device, expose_pin=False) as lock,
+        running_hub(cfg) as hub,
+    ):
+        async with stb_for(hub) as stb:
+            codes = await stb.request_codes()
+            assert codes is not None and codes.door_state is PartState.ISSUED
+            assert lock.temporary() == {20: codes.door_code}
+            revoked = await stb.revoke()
+        assert revoked is not None and revoked.cleared == 1 and lock.temporary() == {}
