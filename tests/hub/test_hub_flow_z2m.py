@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.hub.broker import free_port, mosquitto
 from tests.hub.hub_sims import ParkingSim, Slot, Z2mLockSim
-from tests.hub.hub_support import backend, next_event, running_hub, stb_for, wait_for, write_config
+from tests.hub.hub_support import backend, next_event, running_hub, stb_for, unique, wait_for, write_config
 from voip_sos.config import HostPort
 from voip_sos.hub.link import HubLink
 from voip_sos.hub.service import HubService
@@ -280,3 +280,23 @@ async def test_lock_without_expose_pin_confirms_by_status_only(tmp_path: Path) -
             assert lock.temporary() == {20: codes.door_code}
             revoked = await stb.revoke()
         assert revoked is not None and revoked.cleared == 1 and lock.temporary() == {}
+
+
+async def test_backend_link_reconnects_after_the_broker_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, link={"broker": f"127.0.0.1:{port}"})
+    with mosquitto(port=port):
+        link = HubLink(HostPort("127.0.0.1", port), client_id=unique("backend"))
+        await link.__aenter__()
+    try:
+        # The broker restarted (sessions lost); the link comes back by itself and works again.
+        with mosquitto(port=port):
+            async with Z2mLockSim(cfg.lock.base_topic, cfg.lock.device), running_hub(cfg) as hub:
+                async with stb_for(hub) as stb:
+                    codes = await stb.request_codes()
+                assert codes is not None
+                await wait_for(lambda: link.connects == 2, timeout_s=8, what="link reconnected")
+                result = await link.revoke(hub.hub_id, timeout_s=10)
+                assert result.cleared == (20,)
+    finally:
+        await link.__aexit__(None, None, None)

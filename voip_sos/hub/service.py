@@ -94,6 +94,8 @@ class HubService:
         self.endpoint: HubEndpoint | None = None
         self.uplink = Uplink(self.hub_id, cfg.link, self._on_command) if cfg.link.broker else None
         self._lock_mutex = asyncio.Lock()  # one command at a time on the lock's radio
+        # One issue at a time, so presses arriving together share one code instead of taking two slots.
+        self._issue_mutex = asyncio.Lock()
         self._generation = 0  # bumped by every revoke; an issue in flight from before gives up
         self._context: tuple[float, IncidentContext] | None = None
         self._context_changed = asyncio.Event()
@@ -215,7 +217,8 @@ class HubService:
 
         async def door_part() -> None:
             if door.state is PartState.PENDING:
-                code = await self._issue_door_code(rid.hex())
+                async with self._issue_mutex:
+                    code = await self._issue_door_code(rid.hex())
                 if code is None:
                     door.state = PartState.FAILED
                 else:
@@ -438,7 +441,11 @@ class HubService:
             self._expiry_wake.clear()
             due_at = self.slots.next_due()
             if due_at is not None and due_at <= self._wall():
-                await self._clear_due()
+                try:
+                    await self._clear_due()
+                except Exception:  # a full disk must not end expiry for good: log, pause, go on
+                    self.log.exception("expiry pass failed")
+                    await asyncio.sleep(EXPIRY_RETRY_S)
                 continue
             # Look again at least once a minute: the wall clock may be stepped (NTP) under us.
             timeout = WALL_RECHECK_S if due_at is None else min(WALL_RECHECK_S, due_at - self._wall())
