@@ -30,7 +30,9 @@ def test_example_config_is_valid_and_complete() -> None:
     for row in markdown_table().splitlines()[2:]:
         dotted = row.split("`")[1]
         section, key = dotted.split(".")
-        assert f"\n  {key}:" in text.split(f"\n{section}:", 1)[1].split("\n\n", 1)[0] or f"#  {key}" in text, dotted
+        assert (
+            f"\n  {key}:" in text.split(f"\n{section}:", 1)[1].split("\n\n", 1)[0] or f"#  {key}" in text
+        ), dotted
 
 
 def test_readme_table_matches_schema() -> None:
@@ -90,7 +92,9 @@ def test_env_overrides_and_nested_keys(tmp_path: Path) -> None:
 
 
 def test_bad_env_values_name_the_variable(tmp_path: Path) -> None:
-    got = problems("", tmp_path, {"VOIP_SOS_SIP_REGISTRAR": "nope", "VOIP_SOS_SIP_PASWORD": "x", "VOIP_SOS_X_Y": "1"})
+    got = problems(
+        "", tmp_path, {"VOIP_SOS_SIP_REGISTRAR": "nope", "VOIP_SOS_SIP_PASWORD": "x", "VOIP_SOS_X_Y": "1"}
+    )
     assert got == [
         "config error: sip.pasword: unknown key (environment VOIP_SOS_SIP_PASWORD)",
         "config error: VOIP_SOS_X_Y: no configuration section matches (environment)",
@@ -126,9 +130,31 @@ def test_config_check_masks_secrets_and_exits_2_on_errors(cli: Cli) -> None:
     cli.config.write_text("sip:\n  registrar: pbx:abc\n", encoding="utf-8")
     r = cli("directory", "list")
     assert r.returncode == 2
-    assert r.stderr.strip() == 'config error: sip.registrar: expected HOST:PORT, got "pbx:abc" (config.yaml line 2)'
+    assert (
+        r.stderr.strip()
+        == 'config error: sip.registrar: expected HOST:PORT, got "pbx:abc" (config.yaml line 2)'
+    )
 
 
 def test_missing_explicit_config_file(cli: Cli, tmp_path: Path) -> None:
     r = cli("config", "check", config=tmp_path / "nope.yaml")
     assert r.returncode == 2 and "cannot read" in r.stderr and "nope.yaml" in r.stderr
+
+
+def test_config_check_refuses_trusting_carried_ip_while_stbs_lack_secrets(cli: Cli) -> None:
+    assert cli("directory", "add", "--uid", "U1", "--name", "A", "--stb-ip", "10.1.0.1", "--address", "X",
+               "--contact", "S=1").returncode == 0  # fmt: skip
+    r = cli("config", "check", env={"VOIP_SOS_SOS_TRUST_CARRIED_IP": "true"})
+    assert r.returncode == 2
+    assert (
+        "sos.trust_carried_ip: refused while STBs have no secret of their own" in r.stderr
+        and "10.1.0.1" in r.stderr
+    )
+    assert cli("directory", "update", "--uid", "U1", "--stb-secret", "00" * 16).returncode == 0
+    r = cli("config", "check", env={"VOIP_SOS_SOS_TRUST_CARRIED_IP": "true"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_config_check_reports_a_missing_voice_model(cli: Cli) -> None:
+    r = cli("config", "check", env={"VOIP_SOS_VOICE_MODELS__ZH": "voices/none.onnx"})
+    assert r.returncode == 2 and "voice.models.zh" in r.stderr

@@ -145,6 +145,26 @@ def parse_positive_int(value: object) -> int:
     return value
 
 
+def parse_positive_float(value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a positive number, got {_show(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ValueError(f"expected a positive number, got {_show(value)}")
+    return float(value)
+
+
+def parse_count(value: object) -> int:
+    """A whole number >= 0 (e.g. how many redials)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {_show(value)}")
+    return value
+
+
 def parse_optional_ip(value: object) -> str | None:
     if value is None or value == "":
         return None
@@ -231,6 +251,13 @@ def _resolve_db_url(value: str, base: Path) -> str:
     return value
 
 
+SHIPPED_AUDIO_DIR = Path(__file__).resolve().parent.parent / "audio"
+
+
+def _resolve_fallback_dir(value: str, base: Path) -> str:
+    return _resolve_path(value, base) if value else str(SHIPPED_AUDIO_DIR)
+
+
 def _resolve_map_paths(value: dict[str, str], base: Path) -> dict[str, str]:
     return {k: _resolve_path(v, base) for k, v in value.items()}
 
@@ -270,10 +297,77 @@ class DirectoryConfig:
     )
 
 
+def parse_flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, got {_show(value)}")
+
+
+def parse_optional_hex_key(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if not re.fullmatch(r"(?:[0-9a-f]{2}){16,64}", text):
+        # 16 bytes at least: an HMAC-SHA256 key shorter than that is guessable (RFC 2104 §3).
+        raise ValueError("expected 32 to 128 hex digits (a 16 to 64 byte key)")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class SosConfig:
     listen: HostPort = key(
         HostPort("0.0.0.0", 4750), "UDP address the SOS listener binds", parse_hostport, type_name="HOST:PORT"
+    )
+    trust_carried_ip: bool = key(
+        False,
+        "Accept a carried STB IP that differs from the UDP source (STBs behind NAT); HMAC is then the only "
+        "proof, so every STB must have its own secret",
+        parse_flag,
+        type_name="bool",
+    )
+    operator_key: str | None = key(
+        None,
+        "Operator-wide HMAC key (hex) for STBs provisioned without their own secret",
+        parse_optional_hex_key,
+        type_name="hex",
+        secret=True,
+    )
+    check_clock: bool = key(
+        False, "Reject requests whose STB timestamp is outside clock_window_s", parse_flag, type_name="bool"
+    )
+    clock_window_s: float = key(
+        60.0,
+        "Allowed STB clock difference when check_clock is on",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    rate_per_s: float = key(
+        10.0,
+        "Datagrams per second one source address may send (token bucket rate)",
+        parse_positive_float,
+        type_name="number",
+        unit="1/s",
+    )
+    burst: int = key(
+        20, "Datagrams one source may send at once (token bucket size)", parse_positive_int, type_name="int"
+    )
+    max_pending: int = key(
+        4096,
+        "Requests being looked up or recorded at once; beyond it datagrams are dropped",
+        parse_positive_int,
+        type_name="int",
     )
 
 
@@ -301,6 +395,33 @@ class SipConfig:
     password: str = key("", "Digest password for the PBX", parse_str, type_name="string", secret=True)
     expires_s: int = key(
         600, "Registration lifetime asked for", parse_positive_int, type_name="int", unit="s"
+    )
+    display_name: str | None = key(
+        None,
+        "From display name of our calls (a call may override it)",
+        parse_optional_str,
+        type_name="string",
+    )
+    t1_s: float = key(
+        0.5,
+        "SIP timer T1: RTT estimate, first retransmission (RFC 3261 §17)",
+        parse_positive_float,
+        type_name="float",
+        unit="s",
+    )
+    t2_s: float = key(
+        4.0,
+        "SIP timer T2: longest retransmission interval of non-INVITE requests",
+        parse_positive_float,
+        type_name="float",
+        unit="s",
+    )
+    t4_s: float = key(
+        5.0,
+        "SIP timer T4: how long a message may stay in the network",
+        parse_positive_float,
+        type_name="float",
+        unit="s",
     )
 
 
@@ -344,6 +465,45 @@ class EmergencyConfig:
         one_of("parallel", "sequential"),
         type_name="parallel|sequential",
     )
+    redial: int = key(
+        2,
+        "Redials of a number that is busy, unanswered, failed or not confirmed",
+        parse_count,
+        type_name="int",
+    )
+    redial_pause_s: float = key(
+        10.0, "Pause before a redial", parse_positive_float, type_name="number", unit="s"
+    )
+    ring_timeout_s: float = key(
+        40.0,
+        "Ringing without answer this long: CANCEL and redial",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    max_call_s: float = key(
+        300.0,
+        "Longest an answered call plays the message",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    loop_gap_s: float = key(
+        1.5, "Silence between repetitions of the message", parse_positive_float, type_name="number", unit="s"
+    )
+    callback_window_s: float = key(
+        3600.0,
+        "Call-backs are answered this long after an incident closed",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    pidf_lo: bool = key(
+        True,
+        "The centre's INVITE carries the civic address as PIDF-LO (RFC 6442)",
+        parse_flag,
+        type_name="bool",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +523,50 @@ class VoiceConfig:
         type_name="path",
         resolve=_resolve_path,
     )
+    cache_max_mb: int = key(
+        1024,
+        "Size bound of the prompt cache; ~0.18 MB per subscriber and language",
+        parse_positive_int,
+        type_name="int",
+        unit="MB",
+    )
+    templates_dir: str = key(
+        "",
+        "Folder with operator templates en.yaml / zh.yaml; unset = the shipped ones",
+        lambda v: parse_optional_str(v) or "",
+        type_name="path",
+        resolve=lambda v, base: _resolve_path(v, base) if v else "",
+    )
+    fallback_dir: str = key(
+        "",
+        "Folder of the generic messages generic-LANG.wav played when rendering fails; unset = the "
+        "`audio/` folder shipped with voip-sos",
+        parse_str,
+        type_name="path",
+        resolve=_resolve_fallback_dir,
+    )
+    sos_jobs: int = key(
+        2, "Render processes kept warm for SOS-time renders", parse_positive_int, type_name="int"
+    )
+    prerender_jobs: int = key(
+        1,
+        "Background (lowest priority) render processes for pre-rendering",
+        parse_positive_int,
+        type_name="int",
+    )
+    render_timeout_s: float = key(
+        10.0,
+        "An SOS-time render slower than this is abandoned for the generic message",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
+    )
+    length_scale: float = key(
+        1.15,
+        "Piper speaking pace: 1.0 = the voice's own, larger = slower",
+        parse_positive_float,
+        type_name="number",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +579,15 @@ class HttpConfig:
     )
     public_url: str = key(
         "http://127.0.0.1:8080", "Base URL that links in SMS start with", parse_url, type_name="URL"
+    )
+    link_ttl_s: int = key(
+        86400, "How long a voice link in an SMS works", parse_positive_int, type_name="int", unit="s"
+    )
+    metrics_listen: HostPort | None = key(
+        None,
+        "Operator-only address for `/healthz` and `/metrics`; unset = served on `http.listen`",
+        parse_optional_hostport,
+        type_name="HOST:PORT",
     )
 
 
@@ -488,8 +701,16 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         env_prefix=ENV_PREFIX,
         config_env=CONFIG_ENV,
         default_path=DEFAULT_CONFIG_PATH,
+        check=_backend_checks,
     )
     return Config(**sections, path=found)
+
+
+def _backend_checks(sections: dict[str, Any]) -> list[str]:
+    # A voice that would download at run time (or is missing) is refused here, at `config check`.
+    from voip_sos.voice.models import check_models
+
+    return check_models(sections["voice"].models, require_files=False)
 
 
 def load_sections(
@@ -500,12 +721,14 @@ def load_sections(
     env_prefix: str,
     config_env: str,
     default_path: Path,
+    check: Callable[[dict[str, Any]], list[str]] | None = None,
 ) -> tuple[dict[str, Any], Path | None]:
     """Load a YAML file of `section_types`, apply `env_prefix` overrides, validate every key.
 
     Returns the section objects by name and the resolved file path (None when defaults only).
     Raises ConfigError listing every problem, each naming the dotted key and its line or variable.
-    Shared by the backend's `config.yaml` and the home hub's `hub.yaml`.
+    `check` adds cross-section problems (it sees every section). Shared by the backend's
+    `config.yaml` and the home hub's `hub.yaml`.
     """
     environ = os.environ if environ is None else environ
     explicit = path is not None or config_env in environ
@@ -583,6 +806,8 @@ def load_sections(
     for k in data:
         if k not in section_types:
             problems.append(f"config error: {k}: unknown section{loc(str(k))}")
+    if check is not None:
+        problems.extend(check(sections))
     if problems:
         raise ConfigError(problems)
     return sections, found

@@ -23,7 +23,10 @@ def test_add_show_lookup_update_remove(cli: Cli) -> None:
     r = cli("directory", "show", "--uid", "U1001", "--json")
     obj = json.loads(r.stdout)
     assert obj["name"] == "王芳" and obj["address"]["room"] == "502"
-    assert obj["contacts"] == [{"name": "儿子", "phone": "+8613800000001"}, {"name": "女儿", "phone": "13900000002"}]
+    assert obj["contacts"] == [
+        {"name": "儿子", "phone": "+8613800000001"},
+        {"name": "女儿", "phone": "13900000002"},
+    ]
     assert obj["stbs"] == [{"ip": "10.1.0.1", "secret": "set", "last_seen_at": None}]
 
     r = cli("directory", "lookup", "10.1.0.1", "--json")

@@ -48,7 +48,11 @@ def test_start_calls_centre_and_every_contact_and_texts_them_at_once() -> None:
     core.start(0.0)
     cmds = drain(core)
     assert statuses(cmds) == [StbStatus.CALLING]
-    assert calls(cmds) == [("centre#1", "120"), ("contact:0#1", "+8613800000001"), ("contact:1#1", "+8613900000002")]
+    assert calls(cmds) == [
+        ("centre#1", "120"),
+        ("contact:0#1", "+8613800000001"),
+        ("contact:1#1", "+8613900000002"),
+    ]
     placed = [c for c in cmds if isinstance(c, PlaceCall)]
     assert placed[0].emergency and placed[0].language == "en"
     assert not placed[1].emergency and placed[1].language == "zh"
@@ -160,12 +164,13 @@ def test_cancel_stops_ringing_keeps_answered_and_tells_everyone() -> None:
     assert [(s.number, s.kind) for s in cmds if isinstance(s, SendSms)] == [
         ("120", SmsKind.FALSE_ALARM), ("+8613800000001", SmsKind.FALSE_ALARM), ("+8613900000002", SmsKind.FALSE_ALARM)
     ]  # fmt: skip
+    assert statuses(cmds) == [StbStatus.CLOSED]  # the TV is told at once
     assert core.get_timer() is None  # the pending redial of contact 1 is dropped
     core.handle_event(CallEnded("contact:0#1", confirmed=False, answered=False, status=487), 2.1)
     assert not core.closed  # the centre's answered call goes on
     core.handle_event(CallEnded("centre#1", confirmed=False, answered=True, status=200), 50.0)
     cmds = drain(core)
-    assert cmds[-1] == CloseIncident("false_alarm") and core.closed
+    assert cmds == [CloseIncident("false_alarm")] and core.closed  # CLOSED was already sent
 
 
 def test_codes_follow_up_once_to_everyone_told() -> None:
@@ -208,3 +213,23 @@ def test_nobody_to_call_is_refused() -> None:
         IncidentCore("I1", empty, (), "en")
     with pytest.raises(LocalProtocolError, match="test_number"):
         IncidentCore("I1", empty, CONTACTS, "en", test=True)
+
+
+def test_resume_after_restart_skips_confirmed_and_told() -> None:
+    core = IncidentCore("I1", POLICY, CONTACTS, "en")
+    core.resume(100.0, confirmed={"centre"}, told=[("centre", "120"), ("contact:0", "+8613800000001")],
+                door_code="482913")  # fmt: skip
+    cmds = drain(core)
+    assert statuses(cmds) == [StbStatus.CONFIRMED_BY_CENTRE]
+    assert calls(cmds) == [("contact:0#1", "+8613800000001"), ("contact:1#1", "+8613900000002")]
+    sms = [s for s in cmds if isinstance(s, SendSms)]
+    assert [(s.number, s.kind, s.door_code) for s in sms] == [("+8613900000002", SmsKind.EMERGENCY, "482913")]
+    core.handle_event(CodesUpdated(door_code="482913", parking_code=None), 101.0)
+    assert drain(core) == []  # already known before the crash
+
+
+def test_resume_with_everyone_confirmed_closes() -> None:
+    core = IncidentCore("I1", POLICY, CONTACTS[:1], "en")
+    core.resume(5.0, confirmed={"centre", "contact:0"}, told=[("centre", "120"), ("contact:0", "+8613800000001")])
+    cmds = drain(core)
+    assert cmds[-1] == CloseIncident("reached") and core.closed

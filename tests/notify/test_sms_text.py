@@ -18,7 +18,9 @@ URL = "https://sos.example.net/v/Xc1_8zQmR0aVbC2dE3fG4h"
 
 
 def test_english_emergency_text_carries_who_where_codes_and_link() -> None:
-    text = emergency_text(SUB, SmsFacts("en", voice_url=URL, door_code="482913", parking_code="P7731", for_centre=True))
+    text = emergency_text(
+        SUB, SmsFacts("en", voice_url=URL, door_code="482913", parking_code="P7731", for_centre=True)
+    )
     assert text.splitlines() == [
         "SOS one-key emergency: 王芳 (subscriber U1001) needs help.",
         "Address: 北京市海淀区花园路12号, building 3, unit 2, floor 5, room 502",
@@ -38,7 +40,9 @@ def test_chinese_text_for_family_has_no_medical_notes_and_spoken_units() -> None
 def test_test_texts_are_marked() -> None:
     assert emergency_text(SUB, SmsFacts("en", test=True)).startswith("[TEST] SOS")
     assert codes_text(SUB, SmsFacts("zh", test=True, door_code="1")).startswith("【测试】")
-    assert false_alarm_text(SUB, SmsFacts("en", test=True)).startswith("[TEST] SOS: subscriber reports a false alarm")
+    assert false_alarm_text(SUB, SmsFacts("en", test=True)).startswith(
+        "[TEST] SOS: subscriber reports a false alarm"
+    )
 
 
 def test_false_alarm_and_codes_texts() -> None:

@@ -22,7 +22,7 @@ __all__ = ["Handler", "main"]
 Handler = Callable[[argparse.Namespace, Config], int]
 
 # Modules under voip_sos.cli that contribute subcommands; each has `register(subparsers)`.
-COMMAND_MODULES = ("config_cmd", "db", "directory", "hub")
+COMMAND_MODULES = ("config_cmd", "db", "directory", "prompts", "sip", "serve", "stb", "incidents", "hub")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,15 @@
-"""`voip-sos config check`: validate the configuration and print it with secrets masked."""
+"""`voip-sos config check`: validate the configuration and print it with secrets masked.
+
+Beyond the per-key validation every command gets, `check` also looks at what the keys point to: the
+voice model files exist and run offline, and `sos.trust_carried_ip` is only on when every STB in the
+directory has its own secret.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from typing import Any
 
 from voip_sos.config import Config, markdown_table, render_effective
@@ -18,7 +25,28 @@ def register(sub: Any) -> None:
     table.set_defaults(handler=_table)
 
 
+async def deep_problems(cfg: Config) -> list[str]:
+    """Problems found by looking at the model files and the directory, one line each."""
+    from voip_sos.directory import Directory
+    from voip_sos.service import sos_problems
+    from voip_sos.voice.models import check_models
+
+    problems = check_models(cfg.voice.models, require_files=True)
+    if cfg.sos.trust_carried_ip:
+        directory = await Directory.open(cfg.directory.url)
+        try:
+            problems += await sos_problems(cfg, directory)
+        finally:
+            await directory.close()
+    return problems
+
+
 def _check(args: argparse.Namespace, cfg: Config) -> int:
+    problems = asyncio.run(deep_problems(cfg))
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        return 2
     print(render_effective(cfg), end="")
     print("config ok")
     return 0

@@ -105,6 +105,17 @@ class Directory:
         async with self._engine.connect() as conn:
             return await load_subscribers(conn, query)
 
+    async def updated_since(self, since: datetime, limit: int = 10_000) -> builtins.list[Subscriber]:
+        """Subscribers added or changed at or after `since` (oldest change first)."""
+        query = (
+            select(subscribers)
+            .where(subscribers.c.updated_at >= _naive(since))
+            .order_by(subscribers.c.updated_at, subscribers.c.uid)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return await load_subscribers(conn, query)
+
     async def count(self) -> int:
         async with self._engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(subscribers))).scalar_one())
@@ -180,6 +191,19 @@ class Directory:
         matches = [await self._lookup.lookup(ip) for ip in ips]
         return [m for m in matches if m is not None]
 
+    async def stbs_without_secret(self, limit: int = 5) -> tuple[int, builtins.list[str]]:
+        """How many STBs have no secret of their own, and the first `limit` of their IPs."""
+        where = stbs.c.secret_hex.is_(None)
+        async with self._engine.connect() as conn:
+            total = int(
+                (await conn.execute(select(func.count()).select_from(stbs).where(where))).scalar_one()
+            )
+            ips = [
+                r[0]
+                for r in await conn.execute(select(stbs.c.ip).where(where).order_by(stbs.c.ip).limit(limit))
+            ]
+        return total, ips
+
     async def _explain(self, sub: Subscriber, exc: IntegrityError) -> DirectoryError:
         """Turn a constraint race (another process wrote first) into the same words as our checks."""
         async with self._engine.connect() as conn:
@@ -241,6 +265,8 @@ async def write_children(conn: AsyncConnection, sid: int, sub: Subscriber, *, ke
         else:
             await conn.execute(insert(stbs).values(subscriber_id=sid, ip=ip, secret_hex=secret_hex))
     await conn.execute(delete(contacts).where(contacts.c.subscriber_id == sid))
+    if not sub.contacts:
+        return
     await conn.execute(
         insert(contacts),
         [

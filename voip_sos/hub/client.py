@@ -2,10 +2,10 @@
 
 The STB agent sends the INSTRUCTION in parallel with its SOS to the backend and forwards every new
 code it learns here to the backend as an SOS UPDATE. Retransmissions follow the SOS protocol's
-schedule (0.25 s doubling to 4 s, docs/sos-protocol.md §9), each re-stamped and re-signed with the
-same request id; the hub answers each copy with its latest CODES, so waiting for a slow lock costs
-no extra round trips. No time, socket or asyncio here: the adapter passes `now` (monotonic) and
-`wall_ms` (wall clock, for the timestamp field only).
+schedule (voip_sos.sos.retry: 0.25 s doubling to 4 s, docs/sos-protocol.md §9), each re-stamped
+and re-signed with the same request id; the hub answers each copy with its latest CODES, so
+waiting for a slow lock costs no extra round trips. No time, socket or asyncio here: the adapter
+passes `now` (monotonic) and `wall_ms` (wall clock, for the timestamp field only).
 """
 
 from __future__ import annotations
@@ -28,24 +28,27 @@ from voip_sos.hub.events import (
     RevokeConfirmed,
 )
 from voip_sos.hub.wire import Flag, Message, MsgType
+from voip_sos.sos.retry import GIVE_UP_S as SOS_GIVE_UP_S
+from voip_sos.sos.retry import RetrySchedule
 
-__all__ = ["FIRST_RETRY_S", "GIVE_UP_S", "MAX_INTERVAL_S", "HubClient"]
+__all__ = ["GIVE_UP_S", "HubClient"]
 
 log = logging.getLogger(__name__)
 
-FIRST_RETRY_S = 0.25
-MAX_INTERVAL_S = 4.0
-# A lock that takes longer than this is reported as failed by the hub itself (hub.deadline_s).
-GIVE_UP_S = 120.0
+# The SOS protocol's give-up time; the hub reports a failed part itself well before (hub.deadline_s).
+GIVE_UP_S = SOS_GIVE_UP_S
 
 
 @dataclass(slots=True)
 class _Outstanding:
     msg: Message
+    schedule: RetrySchedule
     due_at: float
-    give_up_at: float
-    interval_s: float
     last: Message | None = None
+
+    @property
+    def give_up_at(self) -> float:
+        return self.schedule.give_up_at
 
 
 class HubClient:
@@ -77,7 +80,7 @@ class HubClient:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         rid = secrets.token_bytes(16)
         msg = Message(type=mtype, request_id=rid, seq=self._seq, timestamp_ms=0, ip=self._ip, flags=flags)
-        self._outstanding[rid] = _Outstanding(msg, now, now + self._give_up_s, FIRST_RETRY_S)
+        self._outstanding[rid] = _Outstanding(msg, RetrySchedule(now, give_up_s=self._give_up_s), now)
         self._due.append(rid)
         return rid
 
@@ -131,8 +134,8 @@ class HubClient:
             out.append(
                 (wire.encode(dataclasses.replace(entry.msg, timestamp_ms=wall_ms), self._key), self._hub)
             )
-            entry.due_at = now + entry.interval_s
-            entry.interval_s = min(entry.interval_s * 2, MAX_INTERVAL_S)
+            delay = entry.schedule.next_delay(now)
+            entry.due_at = entry.give_up_at if delay is None else now + delay
         return out
 
     def get_timer(self) -> float | None:

@@ -13,13 +13,13 @@ caller calls `Message.verify(key)`.
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import ipaddress
 import struct
 from dataclasses import dataclass, field
 
 from voip_sos.errors import LocalProtocolError, RemoteProtocolError
+from voip_sos.sos.wire import mac_of
 
 __all__ = [
     "HEADER_BYTES",
@@ -171,10 +171,6 @@ class Message:
         if not self.signed or not key:
             return False
         return hmac.compare_digest(mac_of(key, self.signed), self.mac)
-
-
-def mac_of(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
 
 
 def _ip_bytes(ip: str) -> bytes:

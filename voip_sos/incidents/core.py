@@ -156,6 +156,11 @@ class IncidentCore:
         return self._closed
 
     @property
+    def told(self) -> list[tuple[str, str]]:
+        """(party key, number) of every emergency SMS queued so far."""
+        return list(self._told)
+
+    @property
     def reached(self) -> list[str]:
         """Keys of the parties that confirmed."""
         return [p.key for p in self._parties if p.state is PartyState.CONFIRMED]
@@ -189,6 +194,51 @@ class IncidentCore:
             self._dial(p, now)
         for p in self._parties:
             self._sms(p.key, p.numbers[0], SmsKind.EMERGENCY)
+
+    def resume(
+        self,
+        now: float,
+        *,
+        confirmed: set[str],
+        told: list[tuple[str, str]],
+        door_code: str | None = None,
+        parking_code: str | None = None,
+    ) -> None:
+        """Start again after a restart, from what the incident's log says already happened.
+
+        Nobody who confirmed is called again; everyone else is (with a fresh dial plan: the crash
+        already cost them time); an emergency SMS goes only to numbers not yet told.
+        """
+        self._door_code, self._parking_code = door_code, parking_code
+        self._told = list(told)
+        for p in self._parties:
+            if p.key in confirmed:
+                p.state = PartyState.CONFIRMED  # restored from the log, not a live transition
+        roles = {p.role for p in self._parties if p.state is PartyState.CONFIRMED}
+        if roles & {PartyRole.CENTRE, PartyRole.TEST}:
+            self._send_status(StbStatus.CONFIRMED_BY_CENTRE)
+        elif PartyRole.CONTACT in roles:
+            self._send_status(StbStatus.CONFIRMED_BY_CONTACT)
+        else:
+            self._send_status(StbStatus.CALLING)
+        sequential = self._policy.contacts_mode == "sequential"
+        contact_confirmed = PartyRole.CONTACT in roles
+        first_contact = True
+        for p in self._parties:
+            if p.state is not PartyState.WAITING:
+                continue
+            if p.role is PartyRole.CONTACT and sequential:
+                if contact_confirmed or not first_contact:
+                    if contact_confirmed:
+                        self._set_state(p, PartyState.STOPPED)
+                    continue
+                first_contact = False
+            self._dial(p, now)
+        told_numbers = {number for _, number in self._told}
+        for p in self._parties:
+            if p.numbers[0] not in told_numbers:
+                self._sms(p.key, p.numbers[0], SmsKind.EMERGENCY)
+        self._maybe_close()
 
     def handle_event(self, event: Event, now: float) -> None:
         if isinstance(event, CodesUpdated):
@@ -334,6 +384,9 @@ class IncidentCore:
                 self._commands.append(CancelCall(p.call_id, "false alarm"))
         for key, number in self._unique_told():
             self._sms(key, number, SmsKind.FALSE_ALARM)
+        # The person at home asked to stop: the TV says it is over, even while an answered call
+        # goes on until the call taker hangs up.
+        self._send_status(StbStatus.CLOSED)
 
     def _unique_told(self) -> list[tuple[str, str]]:
         seen: set[str] = set()
@@ -368,5 +421,6 @@ class IncidentCore:
             reason = "unreached"
             self._send_status(StbStatus.NOBODY_REACHED)
         self._closed = True
-        self._send_status(StbStatus.CLOSED)
+        if self._status is not StbStatus.CLOSED:
+            self._send_status(StbStatus.CLOSED)
         self._commands.append(CloseIncident(reason))

@@ -10,10 +10,19 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-__all__ = ["TOKEN_BYTES", "Link", "LinkStore", "new_token", "token_hash"]
+__all__ = [
+    "TOKEN_BYTES",
+    "VOICE_PATH",
+    "Link",
+    "LinkStore",
+    "issue_voice_link",
+    "link_url",
+    "new_token",
+    "token_hash",
+]
 
 TOKEN_BYTES = 16
 
@@ -45,3 +54,24 @@ class LinkStore(Protocol):
     async def resolve(self, token: str, now: datetime) -> Link | None:
         """The link for a token that exists and has not expired, else None."""
         ...
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Forget every link expired at `now`; return how many."""
+        ...
+
+
+VOICE_PATH = "/v/"
+"""Where voice links live on the link server: `VOICE_PATH + token`."""
+
+
+def link_url(public_url: str, token: str) -> str:
+    """The URL an SMS carries. No ".wav" suffix: every character costs SMS segment space."""
+    return f"{public_url.rstrip('/')}{VOICE_PATH}{token}"
+
+
+async def issue_voice_link(
+    store: LinkStore, *, public_url: str, ttl_s: float, incident_id: str, wav: str, now: datetime
+) -> str:
+    """Store a voice link to `wav` that works for `ttl_s` from `now`; return its URL for the SMS."""
+    token = await store.create(Link(incident_id, "voice", wav, now + timedelta(seconds=ttl_s)))
+    return link_url(public_url, token)

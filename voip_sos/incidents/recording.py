@@ -1,0 +1,332 @@
+"""Writing incidents: the SQL that records SOS requests and appends to the log, as plain sync Core.
+
+One implementation for both databases: `IncidentStore` runs it inside `AsyncConnection.run_sync`
+(PostgreSQL), or on a dedicated thread with its own sqlite3 connection (SQLite), where a whole
+batch then costs one thread hop instead of one per statement.
+
+Dedup never relies on memory: `INSERT … ON CONFLICT DO NOTHING RETURNING` against the unique request
+id and the partial unique "one open incident per STB" index lets the database decide, so backends
+sharing PostgreSQL, racing on the same press, agree on one incident.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from voip_sos.directory.models import stbs
+from voip_sos.incidents.tables import incident_events, incidents
+
+__all__ = ["EventRecord", "Recorded", "Recorder", "RequestRecord"]
+
+# Kinds of request the listener records; the event kind written for each.
+_REQUEST_EVENT = {"sos": "sos_received", "cancel": "cancel_received", "update": "update_received"}
+_RACE_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """An authenticated request to record."""
+
+    kind: str
+    """sos, cancel, update or heartbeat."""
+    request_id: bytes
+    """The STB's 128-bit request id."""
+    stb_ip: str
+    """The STB."""
+    uid: str
+    """Its subscriber."""
+    at: datetime
+    """When it arrived (aware UTC)."""
+    test: bool = False
+    """SOS with the TEST flag."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    """What else goes into the log entry (sequence number, STB time, source, door code …)."""
+    lookup: dict[str, Any] = field(default_factory=dict)
+    """The directory's answer (uid, name, address …): logged when this request opens the incident."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording a request did."""
+
+    incident_id: int | None
+    """The incident it belongs to; None: CANCEL/UPDATE with no open incident (nothing recorded)."""
+    again: bool = False
+    """The request id had been recorded before: a retransmission or replay; nothing started."""
+    opened: bool = False
+    """This SOS opened the incident (False: it joined an open one)."""
+    closed: bool = False
+    """This CANCEL closed the incident."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A step to append to an incident's log."""
+
+    incident_id: int
+    kind: str
+    at: datetime
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _naive(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
+
+
+class Recorder:
+    """The write statements, for one dialect ("sqlite" or "postgresql")."""
+
+    def __init__(self, dialect: str) -> None:
+        self._insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def record(
+        self, conn: Connection, items: Sequence[RequestRecord], events: Sequence[EventRecord]
+    ) -> list[Recorded]:
+        """Record requests (and pending log entries) on `conn`, inside the caller's transaction."""
+        if events:
+            self._append(conn, events)
+        return self._record_batch(conn, items)
+
+    def append(self, conn: Connection, events: Sequence[EventRecord]) -> None:
+        if events:
+            self._append(conn, events)
+
+    def close(self, conn: Connection, incident_id: int, at: datetime, reason: str, state: str) -> bool:
+        return self._close(conn, incident_id, at, reason, state)
+
+    def _append(self, conn: Connection, events: Sequence[EventRecord]) -> None:
+        conn.execute(
+            insert(incident_events),
+            [
+                {"incident_id": e.incident_id, "at": _naive(e.at), "kind": e.kind, "detail": _json(e.detail)}
+                for e in events
+            ],
+        )
+
+    def _record_batch(self, conn: Connection, items: Sequence[RequestRecord]) -> list[Recorded]:
+        """A handful of set-based statements for the whole batch, whatever its size.
+
+        The fast path takes SOS and UPDATE requests of STBs that appear once in the batch; anything
+        else (CANCEL, several requests of one STB, a race lost to another backend) goes through
+        `_record_one` in arrival order, which is exact but costs a few statements per request.
+        """
+        results: list[Recorded | None] = [None] * len(items)
+        beats = [i for i, it in enumerate(items) if it.kind == "heartbeat"]
+        others = [i for i, it in enumerate(items) if it.kind != "heartbeat"]
+        if beats:
+            conn.execute(
+                update(stbs).where(stbs.c.ip == bindparam("b_ip")).values(last_seen_at=bindparam("b_at")),
+                [{"b_ip": items[i].stb_ip, "b_at": _naive(items[i].at)} for i in beats],
+            )
+        rids = [items[i].request_id.hex() for i in others]
+        prior: dict[str, int] = {}
+        if rids:
+            q = select(incident_events.c.request_id, incident_events.c.incident_id).where(
+                incident_events.c.request_id.in_(rids)
+            )
+            prior = {r[0]: r[1] for r in conn.execute(q)}
+        ips = sorted({it.stb_ip for it in items})
+        q = select(incidents.c.stb_ip, incidents.c.id, incidents.c.test).where(
+            incidents.c.closed_at.is_(None), incidents.c.stb_ip.in_(ips)
+        )
+        open_rows = conn.execute(q).all()
+        open_ids: dict[str, int] = {r[0]: r[1] for r in open_rows}
+        open_tests = {r[0] for r in open_rows if r[2]}
+        per_ip: dict[str, int] = {}
+        for i in others:
+            per_ip[items[i].stb_ip] = per_ip.get(items[i].stb_ip, 0) + 1
+        fast: list[int] = []
+        slow: list[int] = []
+        for i in others:
+            it = items[i]
+            if it.request_id.hex() in prior and per_ip[it.stb_ip] == 1:
+                results[i] = Recorded(prior[it.request_id.hex()], again=True)
+            elif it.kind == "sos" and not it.test and it.stb_ip in open_tests:
+                slow.append(i)  # a real emergency during a test: see _record_one
+            elif it.kind in ("sos", "update") and per_ip[it.stb_ip] == 1:
+                fast.append(i)
+            else:
+                slow.append(i)
+        to_open = [i for i in fast if items[i].kind == "sos" and items[i].stb_ip not in open_ids]
+        opened: dict[str, int] = {}
+        if to_open:
+            rows = [
+                {
+                    "stb_ip": items[i].stb_ip,
+                    "uid": items[i].uid,
+                    "test": items[i].test,
+                    "state": "open",
+                    "opened_at": _naive(items[i].at),
+                    "opened_by": items[i].request_id.hex(),
+                }
+                for i in to_open
+            ]
+            stmt = self._insert(incidents).values(rows).on_conflict_do_nothing()
+            opened = {r[0]: r[1] for r in conn.execute(stmt.returning(incidents.c.stb_ip, incidents.c.id))}
+        logged: list[tuple[int, int, bool]] = []
+        for i in fast:
+            it = items[i]
+            if it.stb_ip in opened:
+                logged.append((i, opened[it.stb_ip], True))
+            elif it.stb_ip in open_ids:
+                logged.append((i, open_ids[it.stb_ip], False))
+            elif it.kind == "update":
+                results[i] = Recorded(None)
+            else:
+                slow.append(i)  # another backend opened one just now
+        if logged:
+            rows = [
+                {
+                    "incident_id": incident_id,
+                    "at": _naive(items[i].at),
+                    "kind": _REQUEST_EVENT[items[i].kind],
+                    "request_id": items[i].request_id.hex(),
+                    "detail": _json(self._request_detail(items[i], opened=was_opened)),
+                }
+                for i, incident_id, was_opened in logged
+            ]
+            stmt = self._insert(incident_events).values(rows).on_conflict_do_nothing()
+            done = {r[0] for r in conn.execute(stmt.returning(incident_events.c.request_id))}
+            opened_events = []
+            for i, incident_id, was_opened in logged:
+                if items[i].request_id.hex() not in done:
+                    slow.append(i)  # another backend recorded this very request
+                    continue
+                results[i] = Recorded(incident_id, opened=was_opened)
+                if was_opened:
+                    opened_events.append(
+                        EventRecord(
+                            incident_id,
+                            "incident_opened",
+                            items[i].at,
+                            {"uid": items[i].uid, **items[i].lookup},
+                        )
+                    )
+            if opened_events:
+                self._append(conn, opened_events)
+        for i in sorted(slow):
+            results[i] = self._record_one(conn, items[i])
+        # Heartbeats last, so one sharing a batch with its STB's SOS or CANCEL names the outcome.
+        changed = {items[i].stb_ip for i in slow}
+        for i in beats:
+            ip = items[i].stb_ip
+            known = opened.get(ip, open_ids.get(ip))
+            current = self._open_incident(conn, ip) if ip in changed else known
+            results[i] = Recorded(current or 0)
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _request_detail(item: RequestRecord, *, opened: bool) -> dict[str, Any]:
+        detail = {**item.detail, "uid": item.uid}
+        if item.kind == "sos":
+            detail |= {"test": item.test, "joined": not opened}
+        return detail
+
+    def _record_one(self, conn: Connection, item: RequestRecord) -> Recorded:
+        if item.kind == "heartbeat":
+            conn.execute(update(stbs).where(stbs.c.ip == item.stb_ip).values(last_seen_at=_naive(item.at)))
+            return Recorded(self._open_incident(conn, item.stb_ip) or 0)
+        for _ in range(_RACE_RETRIES):
+            prior = self._incident_of_request(conn, item.request_id)
+            if prior is not None:
+                return Recorded(prior, again=True)
+            open_id = self._open_incident(conn, item.stb_ip)
+            if open_id is not None and item.kind == "sos" and not item.test and self._is_test(conn, open_id):
+                # A real press must never join a test incident (which calls only the test number):
+                # the test is closed and the emergency gets an incident of its own.
+                self._close(conn, open_id, item.at, "superseded_by_real_sos", "closed")
+                open_id = None
+            opened = False
+            if item.kind == "sos" and open_id is None:
+                open_id = self._try_open(conn, item)
+                opened = open_id is not None
+                if open_id is None:
+                    continue  # another backend opened one just now: join it on the next pass
+            if open_id is None:
+                return Recorded(None)
+            detail = self._request_detail(item, opened=opened)
+            if not self._try_log_request(conn, open_id, item, detail):
+                continue  # another backend recorded this very request: answer as a replay
+            if opened:
+                self._append(
+                    conn, [EventRecord(open_id, "incident_opened", item.at, {"uid": item.uid, **item.lookup})]
+                )
+            if item.kind == "cancel":
+                closed = self._close(conn, open_id, item.at, "false_alarm", "cancelled")
+                return Recorded(open_id, closed=closed)
+            return Recorded(open_id, opened=opened)
+        raise RuntimeError(f"request {item.request_id.hex()} kept racing with another backend")
+
+    def _incident_of_request(self, conn: Connection, request_id: bytes) -> int | None:
+        q = select(incident_events.c.incident_id).where(incident_events.c.request_id == request_id.hex())
+        return (conn.execute(q)).scalar_one_or_none()
+
+    def _is_test(self, conn: Connection, incident_id: int) -> bool:
+        return bool(conn.execute(select(incidents.c.test).where(incidents.c.id == incident_id)).scalar_one())
+
+    def _open_incident(self, conn: Connection, stb_ip: str) -> int | None:
+        q = select(incidents.c.id).where(incidents.c.stb_ip == stb_ip, incidents.c.closed_at.is_(None))
+        return (conn.execute(q)).scalar_one_or_none()
+
+    def _try_open(self, conn: Connection, item: RequestRecord) -> int | None:
+        stmt = (
+            self._insert(incidents)
+            .values(
+                stb_ip=item.stb_ip,
+                uid=item.uid,
+                test=item.test,
+                state="open",
+                opened_at=_naive(item.at),
+                opened_by=item.request_id.hex(),
+            )
+            .on_conflict_do_nothing()
+            .returning(incidents.c.id)
+        )
+        return (conn.execute(stmt)).scalar_one_or_none()
+
+    def _try_log_request(
+        self, conn: Connection, incident_id: int, item: RequestRecord, detail: dict[str, Any]
+    ) -> bool:
+        stmt = (
+            self._insert(incident_events)
+            .values(
+                incident_id=incident_id,
+                at=_naive(item.at),
+                kind=_REQUEST_EVENT[item.kind],
+                request_id=item.request_id.hex(),
+                detail=_json(detail),
+            )
+            .on_conflict_do_nothing()
+            .returning(incident_events.c.id)
+        )
+        return (conn.execute(stmt)).scalar_one_or_none() is not None
+
+    def _close(self, conn: Connection, incident_id: int, at: datetime, reason: str, state: str) -> bool:
+        result = conn.execute(
+            update(incidents)
+            .where(incidents.c.id == incident_id, incidents.c.closed_at.is_(None))
+            .values(closed_at=_naive(at), state=state, close_reason=reason)
+        )
+        if not result.rowcount:
+            return False
+        self._append(
+            conn, [EventRecord(incident_id, "incident_closed", at, {"state": state, "reason": reason})]
+        )
+        return True

@@ -1,0 +1,109 @@
+"""Rendering one text segment: synthesis then the phone-line pipeline, and the worker-process side.
+
+Everything here runs in render worker processes (or in a CLI process); the service's event loop only
+submits `RenderJob`s and reads results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from voip_sos.voice import dsp
+from voip_sos.voice.cache import PromptCache
+from voip_sos.voice.engines import Engine, SynthesisSettings, load_engine
+from voip_sos.voice.models import VoiceSpec
+
+__all__ = ["RenderJob", "RenderResult", "engine_for", "render_pcm", "run_job", "worker_init", "worker_pid"]
+
+logger = logging.getLogger(__name__)
+
+# Lowest CPU priority for background pre-rendering: an SOS render or the SIP/RTP loop always wins.
+BACKGROUND_NICE = 19
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """One segment to render into the cache."""
+
+    text: str
+    spec: VoiceSpec
+    settings: SynthesisSettings
+    key: str
+    cache_dir: str
+    return_pcm: bool = True
+    """False for batch renders: the caller only needs the cache entry, not 300 kB back over a pipe."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    key: str
+    pcm: bytes
+    """int16 samples, native byte order."""
+    size: int
+    """Bytes the cache entry takes on disk."""
+    synth_s: float
+    """Seconds of synthesis (for the real-time factor)."""
+    audio_s: float
+
+
+def render_pcm(engine: Engine, text: str) -> npt.NDArray[np.int16]:
+    """Synthesize and run the pipeline: soxr HQ -> 8 kHz, phone band, -19 dBov, -1 dBFS, 5 ms fades, int16."""
+    audio = engine.synthesize(text)
+    x = dsp.to_8k(audio, engine.rate_hz)
+    x = dsp.telephone_band(x)
+    return dsp.to_int16(dsp.fade(dsp.level_and_limit(x)))
+
+
+_ENGINES: dict[tuple[VoiceSpec, SynthesisSettings], Engine] = {}
+
+
+def engine_for(spec: VoiceSpec, settings: SynthesisSettings) -> Engine:
+    """This process's engine for a voice, loaded on first use and kept."""
+    engine = _ENGINES.get((spec, settings))
+    if engine is None:
+        started = time.perf_counter()
+        engine = load_engine(spec, settings)
+        _ENGINES[(spec, settings)] = engine
+        logger.info(
+            "voice loaded",
+            extra={
+                "engine": spec.engine,
+                "model": spec.model,
+                "load_s": round(time.perf_counter() - started, 3),
+            },
+        )
+    return engine
+
+
+def worker_init(nice: int, preload: tuple[VoiceSpec, ...], settings: SynthesisSettings) -> None:
+    """Process-pool initializer: lower the priority, load the voices an SOS render will need."""
+    if nice:
+        os.nice(nice)
+    for spec in preload:
+        try:
+            engine_for(spec, settings)
+        except Exception:
+            # Never break the pool: the job that needs this voice fails instead (generic message).
+            logger.exception("voice could not be loaded", extra={"model": spec.model})
+
+
+def worker_pid() -> int:
+    """A no-op job: submitting one per worker makes the pool start (and preload) all of them."""
+    return os.getpid()
+
+
+def run_job(job: RenderJob) -> RenderResult:
+    """Render one segment and store it in the cache (atomically). Runs in a worker process."""
+    engine = engine_for(job.spec, job.settings)
+    started = time.perf_counter()
+    pcm = render_pcm(engine, job.text)
+    synth_s = time.perf_counter() - started
+    size = PromptCache(job.cache_dir).put(job.key, pcm)
+    data = pcm.tobytes() if job.return_pcm else b""
+    return RenderResult(job.key, data, size, synth_s, len(pcm) / dsp.RATE_HZ)
