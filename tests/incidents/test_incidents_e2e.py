@@ -70,7 +70,7 @@ async def established(b: Baresip, count: int = 1, timeout_s: float = 20.0) -> No
 
 
 async def ended(b: Baresip, count: int = 1, timeout_s: float = 20.0) -> None:
-    await wait_for(lambda: b.output().count("session closed") >= count, timeout_s, f"{b.name} end {count}")
+    await wait_for(lambda: b.output().count("terminated (duration") >= count, timeout_s, f"{b.name} end {count}")
 
 
 def link_of(text: str) -> str:
@@ -163,6 +163,18 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
             await b.command("sndcode", "1")
             return t9
 
+        # The voice link in the first SMS (link_ttl_s is 10 s here: fetched at once).
+        first_text = await wait_for(lambda: [t for t in pbx.texts() if "/v/" in t], 15, "an SMS with a link")
+        link = link_of(first_text[0])
+        status, headers, body = backend.http_get(link)
+        assert status == 200 and headers["Content-Type"].startswith("audio/"), (status, headers)
+        assert body == template.read_bytes(), "the link does not serve the exact prompt WAV"
+        status, _, part = backend.http_get(link, {"Range": "bytes=0-99"})
+        assert status == 206 and part == body[:100]
+        assert backend.http_get(link[:-4] + "AAAA")[0] == 404
+        assert backend.http_get("/v/" + "A" * 22)[0] == 404
+        assert backend.http_get("/")[0] == 404
+
         son_task = asyncio.ensure_future(contact(son, repeat=True))
         daughter_task = asyncio.ensure_future(contact(daughter, repeat=False))
         # The centre hears two whole loops, then confirms.
@@ -214,15 +226,6 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         codes = [t for t in texts if "4711" in t]
         assert codes and all("P12" in t for t in codes), texts
         assert len(codes) == 3, codes  # everyone told so far, once each
-        link = link_of(emergency[0])
-        status, headers, body = backend.http_get(link)
-        assert status == 200 and headers["Content-Type"].startswith("audio/"), (status, headers)
-        assert body == template.read_bytes(), "the link does not serve the exact prompt WAV"
-        status, _, part = backend.http_get(link, {"Range": "bytes=0-99"})
-        assert status == 206 and part == body[:100]
-        assert backend.http_get(link[:-4] + "AAAA")[0] == 404
-        assert backend.http_get("/v/" + "A" * 22)[0] == 404
-        assert backend.http_get("/")[0] == 404
 
         # /metrics moved.
         assert backend.metric("voip_sos_incidents_opened_total") == opened_before + 1
