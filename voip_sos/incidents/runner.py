@@ -99,6 +99,7 @@ class _Live:
     calls: dict[str, Call] = field(default_factory=dict)
     call_langs: dict[str, str] = field(default_factory=dict)
     confirmed: set[str] = field(default_factory=set)
+    cancelled: dict[str, str] = field(default_factory=dict)  # call id -> why we cancelled it
     prompts: dict[str, asyncio.Task[VoicePrompt]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     numbers: set[str] = field(default_factory=set)
@@ -288,6 +289,7 @@ class IncidentRunner:
             self._spawn(live, self._place_call(live, cmd))
         elif isinstance(cmd, CancelCall):
             call = live.calls.get(cmd.call_id)
+            live.cancelled[cmd.call_id] = cmd.reason
             self._spawn(live, self._append(live, "call_cancel", {"call": cmd.call_id, "reason": cmd.reason}))
             if call is not None:
                 call.hangup()
@@ -423,6 +425,8 @@ class IncidentRunner:
     async def _ended(self, live: _Live, call_id: str, event: Ended, confirmed: bool) -> None:
         live.calls.pop(call_id, None)
         result = _call_result(event, confirmed)
+        if result == "cancelled" and live.cancelled.pop(call_id, None) == "no answer":
+            result = "no_answer"  # our CANCEL after ring_timeout_s: the 487 means nobody answered
         live.log.info(
             "call ended", extra={"call": call_id, "by": event.by, "status": event.status, "result": result}
         )
