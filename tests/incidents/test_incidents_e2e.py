@@ -266,3 +266,71 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
 def backend_http_ttl(backend: Backend, ttl_s: int) -> None:
     text = backend.config.read_text().replace("http:\n", f"http:\n  link_ttl_s: {ttl_s}\n", 1)
     backend.config.write_text(text)
+
+
+async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody_reached(tmp_path: Path) -> None:
+    """Centre busy twice → backup, which rings without answer (CANCEL) twice; a contact answers but
+    hangs up without pressing 1, twice; nobody is reached: STATUS nobody_reached, incident closes
+    "unreached" with one ERROR line. The centre's INVITE carries a valid PIDF-LO."""
+    with ExitStack() as st:
+        pbx = Pbx(st, [CENTRE, BACKUP, "2001"])
+        await wait_udp_listening(pbx.port, peer=pbx.kamailio)
+        busy = st.enter_context(Sipp("uas_busy", free_port(both=False), calls=2, timeout_s=60))
+        silent = st.enter_context(Sipp("uas_ring_cancel", free_port(both=False), calls=2, timeout_s=60))
+        register_sipp(pbx.port, CENTRE, busy.port)
+        register_sipp(pbx.port, BACKUP, silent.port)
+        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
+        await son.wait_output("200 OK", 10)
+        backend = Backend(
+            tmp_path / "backend",
+            pbx.addr,
+            {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
+             "redial_pause_s": 0.5, "ring_timeout_s": 2, "loop_gap_s": GAP_S, "max_call_s": 60},
+        )  # fmt: skip
+        await backend.provision([subscriber("U7", "Carl Young", "3 Pine Lane, Ogdenville", 7, [("Son", "2001")])])
+        await backend.start()
+        st.callback(backend.kill9)
+        press = await Press(backend, 7).start()
+        st.callback(press.stop)
+        for n in (1, 2):  # the contact answers, listens a little, hangs up without the key
+            await established(son, n)
+            await asyncio.sleep(1.5)
+            await son.command("hangup")
+            await ended(son, n)
+        result = await press.result(60)
+        statuses = [s["status"] for s in result["statuses"]]
+        assert statuses[0] == "calling" and "nobody_reached" in statuses and statuses[-1] == "closed", statuses
+        inc = await backend.show(result["incident_id"])
+        assert inc["close_reason"] == "unreached", inc
+        events = inc["events"]
+        placed = [(e["detail"]["call"], e["detail"]["number"]) for e in events if e["kind"] == "call_placed"]
+        centre_numbers = [n for c, n in placed if c.startswith("centre")]
+        assert centre_numbers == [CENTRE, CENTRE, BACKUP, BACKUP], placed
+        by_party = calls_by_party(events)
+        assert [(c["status"], c["result"]) for c in by_party["centre"]] == [
+            (486, "busy"), (486, "busy"), (487, "no_answer"), (487, "no_answer")
+        ], by_party["centre"]
+        assert [c["result"] for c in by_party["contact:0"]] == ["unconfirmed", "unconfirmed"], by_party
+        assert sum(1 for e in events if e["kind"] == "call_cancel") == 2, kinds(events)
+        assert "CANCEL sip:" in silent.messages() and silent.messages().count("487 Request Terminated") >= 2
+        log = backend.log_text()
+        assert sum(1 for line in log.splitlines() if " error " in line and "nobody confirmed" in line) == 1
+        assert backend.metric("voip_sos_incidents_closed_total", outcome="unreached") == 1
+        assert backend.metric("voip_sos_calls_total", result="busy") == 2
+        assert backend.metric("voip_sos_calls_total", result="unconfirmed") == 2
+
+        # The centre's INVITE: Priority, a display name with the uid, and PIDF-LO (RFC 6442/5139).
+        invite = busy.messages().split("INVITE sip:", 1)[1].split("\n\n\n", 1)[0]
+        assert re.search(r"(?im)^Priority:\s*emergency", invite), invite
+        assert re.search(r"(?im)^From:.*U7", invite), invite
+        assert re.search(r"(?im)^Geolocation:\s*<cid:", invite), invite
+        body = invite.split("application/pidf+xml", 1)[1]
+        xml = body[body.index("<?xml") if "<?xml" in body else body.index("<presence") :]
+        xml = xml[: xml.index("</presence>") + len("</presence>")]
+        root = ET.fromstring(xml)
+        civic = root.find(f".//{{{NS_CA}}}civicAddress")
+        assert civic is not None
+        fields = {child.tag.split("}", 1)[1]: (child.text or "") for child in civic}
+        assert fields.get("A3") == "Springfield" and fields.get("RD") == "Elm Street" and fields.get("HNO") == "12", fields
+        _, address = parse_pidf_lo(xml.encode())
+        assert address.A3 == "Springfield"
