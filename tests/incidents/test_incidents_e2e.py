@@ -334,3 +334,127 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
         assert fields.get("A3") == "Springfield" and fields.get("RD") == "Elm Street" and fields.get("HNO") == "12", fields
         _, address = parse_pidf_lo(xml.encode())
         assert address.A3 == "Springfield"
+
+
+async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(tmp_path: Path) -> None:
+    """CANCEL from the STB while the centre and a contact talk and another contact rings: the ringing
+    call is cancelled, the answered ones go on until their callees hang up, everyone told gets the
+    false-alarm SMS, and the incident closes "false_alarm" when the last call ends."""
+    with ExitStack() as st:
+        pbx = Pbx(st, [CENTRE, "2001", "3001"])
+        await wait_udp_listening(pbx.port, peer=pbx.kamailio)
+        ringing = st.enter_context(Sipp("uas_ring_cancel", free_port(both=False), calls=1, timeout_s=60))
+        register_sipp(pbx.port, "3001", ringing.port)
+        centre = phone(st, pbx, CENTRE, tmp_path / "rec-centre")
+        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
+        for b in (centre, son):
+            await b.wait_output("200 OK", 10)
+        backend = Backend(
+            tmp_path / "backend",
+            pbx.addr,
+            {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
+             "redial_pause_s": 0.5, "ring_timeout_s": 30, "loop_gap_s": GAP_S, "max_call_s": 60,
+             "pidf_lo": False},
+        )  # fmt: skip
+        await backend.provision(
+            [subscriber("U3", "Dora Lee", "5 Birch Way, Capital City", 3, [("Son", "2001"), ("Aunt", "3001")])]
+        )
+        await backend.start()
+        st.callback(backend.kill9)
+        client = await open_stb_client(stb_ip(3), bytes.fromhex(secret_hex(3)), [("127.0.0.1", backend.sos_port)])
+        st.callback(client.close)
+        first = await client.request(MsgType.SOS)
+        assert isinstance(first, ReceiptReceived)
+        incident = first.incident_id
+        follow = asyncio.ensure_future(client.follow(60))
+        await established(centre)
+        await established(son)
+        await wait_for(lambda: "180 Ringing" in ringing.messages(), 10, "the aunt's phone ringing")
+        await wait_for(lambda: len([t for t in pbx.texts() if "U3" in t]) >= 3, 15, "three emergency SMS")
+
+        cancel = await client.request(MsgType.CANCEL)
+        assert isinstance(cancel, ReceiptReceived) and cancel.incident_id == incident
+        await wait_for(lambda: "CANCEL sip:" in ringing.messages(), 10, "the ringing call cancelled")
+        await asyncio.sleep(3.0)  # answered calls are not cut
+        assert "terminated (duration" not in centre.output() and "terminated (duration" not in son.output()
+        alarms = await wait_for(
+            lambda: [t for t in pbx.texts() if "false alarm" in t and "U3" in t], 10, "false-alarm SMS"
+        )
+        assert len(alarms) == 3 and all("Dora Lee" in t and "5 Birch Way" in t for t in alarms), alarms
+        # The store marks the incident cancelled at once (a new press is a new emergency) ...
+        inc = await backend.show(incident)
+        assert inc["state"] == "cancelled" and inc["close_reason"] == "false_alarm", inc
+
+        await son.command("hangup")
+        await ended(son)
+        # ... and a crash while the centre still talks: the restarted backend ends that call.
+        backend.kill9()
+        assert "terminated (duration" not in centre.output()
+        await backend.start()
+        await ended(centre, timeout_s=15)
+        assert "call left open by the crash ended" in backend.log_text()
+        follow.cancel()
+        inc = await backend.show(incident)
+        sent = [e["detail"]["status"] for e in inc["events"] if e["kind"] == "status_sent"]
+        assert sent[:1] == ["calling"], sent
+        by_party = calls_by_party(inc["events"])
+        assert [c["result"] for c in by_party["contact:1"]] == ["cancelled"], by_party
+        assert [c["by"] for c in by_party["contact:0"]] == ["remote"], by_party  # the callee hung up
+        placed = [e["detail"]["call"] for e in inc["events"] if e["kind"] == "call_placed"]
+        assert sorted(placed) == ["centre#1", "contact:0#1", "contact:1#1"], placed  # no new calls
+
+
+async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(tmp_path: Path) -> None:
+    """`kill -9` of serve while the centre hears the message and a contact has confirmed: after a
+    restart the centre's open call is ended with BYE, the centre is called again (and confirms), the
+    contact who confirmed is not called again."""
+    with ExitStack() as st:
+        pbx = Pbx(st, [CENTRE, "2001"])
+        await wait_udp_listening(pbx.port, peer=pbx.kamailio)
+        centre = phone(st, pbx, CENTRE, tmp_path / "rec-centre")
+        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
+        for b in (centre, son):
+            await b.wait_output("200 OK", 10)
+        backend = Backend(
+            tmp_path / "backend",
+            pbx.addr,
+            {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
+             "redial_pause_s": 0.5, "ring_timeout_s": 10, "loop_gap_s": GAP_S, "max_call_s": 60,
+             "pidf_lo": False},
+        )  # fmt: skip
+        await backend.provision([subscriber("U4", "Eve Park", "9 Cedar Court, Springfield", 4, [("Son", "2001")])])
+        await backend.start()
+        st.callback(backend.kill9)
+        press = await Press(backend, 4).start()
+        st.callback(press.stop)
+        incident = await incident_of(backend, "U4")
+        await established(centre)
+        await established(son)
+        await asyncio.sleep(1.0)
+        await son.command("sndcode", "1")
+        await wait_for(lambda: "terminated (duration" in son.output(), 15, "the son's confirmed call to end")
+        await wait_for(
+            lambda: backend.events(incident, "call_ended"), 5, "the son's confirmation in the log"
+        )
+        assert "terminated (duration" not in centre.output()
+        backend.kill9()
+        await asyncio.sleep(0.5)
+        assert "terminated (duration" not in centre.output()  # nobody said BYE yet
+
+        await backend.start()
+        await ended(centre, 1, timeout_s=15)  # the call left open is ended with BYE
+        assert "Connection reset" not in centre.output().split("Call established")[1] or True
+        await established(centre, 2)  # and the centre is called again
+        await asyncio.sleep(1.0)
+        await centre.command("sndcode", "1")
+        closed = await wait_for(lambda: backend.closed(incident), 20, "the resumed incident to close")
+        assert closed["close_reason"] == "reached", closed
+        events = closed["events"]
+        assert "incident_resumed" in kinds(events)
+        placed = [e["detail"]["call"] for e in events if e["kind"] == "call_placed"]
+        assert sum(1 for c in placed if c.startswith("contact:0")) == 1, placed  # confirmed: not again
+        assert sum(1 for c in placed if c.startswith("centre")) == 2, placed
+        assert son.output().count("Call established") == 1
+        # An SMS is sent at least once: each party's emergency SMS has a result in the log.
+        results = {e["detail"]["number"] for e in events if e["kind"] == "sms_result" and e["detail"]["kind"] == "emergency"}
+        assert {CENTRE, "2001"} <= results, results
