@@ -121,9 +121,8 @@ class Backend:
         finally:
             await d.close()
 
-    async def start(self) -> None:
+    def _spawn(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOIP_SOS_")}
-        mark = len(self.log_text())
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(CLI), "--config", str(self.config), "serve"],
@@ -134,6 +133,12 @@ class Backend:
                 stderr=log,
                 start_new_session=True,
             )
+
+    async def start(self) -> None:
+        """Start serve (again) and wait until it says it is ready."""
+        mark = len(self.log_text())
+        self._spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if "voip-sos ready" in self.log_text()[mark:]:
@@ -184,7 +189,9 @@ class Backend:
     async def prompt_wav(self, uid: str, language: str = "en") -> Path:
         out = self.workdir / f"prompt-{uid}-{language}.wav"
         if not out.exists():
-            rc, text = await self.cli("prompts", "say", "--uid", uid, "--language", language, "--out", str(out))
+            rc, text = await self.cli(
+                "prompts", "say", "--uid", uid, "--language", language, "--out", str(out)
+            )
             assert rc == 0, text
         return out
 
@@ -303,7 +310,9 @@ def correlation(recording: Path, template: Path) -> tuple[np.ndarray, int]:
         return np.zeros(0), 8000
     n = len(rec) + len(tpl)
     size = 1 << (n - 1).bit_length()
-    raw = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(tpl, size)), size)[: len(rec) - len(tpl) + 1]
+    raw = np.fft.irfft(np.fft.rfft(rec, size) * np.conj(np.fft.rfft(tpl, size)), size)[
+        : len(rec) - len(tpl) + 1
+    ]
     energy = np.concatenate(([0.0], np.cumsum(rec * rec)))
     window = energy[len(tpl) :] - energy[: len(rec) - len(tpl) + 1]
     norm = np.sqrt(np.maximum(window, 1e-9) * float(np.dot(tpl, tpl)))

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,11 @@ from tests.incidents.harness import (
     register_sipp,
     repetitions,
     secret_hex,
-    stb,
     stb_ip,
     subscriber,
     wait_for,
 )
-from tests.peers import Baresip, Kamailio, Sipp, UdpRelay, free_port, wait_udp_listening
+from tests.peers import Baresip, Kamailio, Sipp, free_port, wait_udp_listening
 from voip_sos.sip.pidf import parse_pidf_lo
 from voip_sos.sos.wire import MsgType
 from voip_sos.stb.aio import open_stb_client
@@ -70,7 +68,9 @@ async def established(b: Baresip, count: int = 1, timeout_s: float = 20.0) -> No
 
 
 async def ended(b: Baresip, count: int = 1, timeout_s: float = 20.0) -> None:
-    await wait_for(lambda: b.output().count("terminated (duration") >= count, timeout_s, f"{b.name} end {count}")
+    await wait_for(
+        lambda: b.output().count("terminated (duration") >= count, timeout_s, f"{b.name} end {count}"
+    )
 
 
 def link_of(text: str) -> str:
@@ -125,7 +125,13 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         backend_http_ttl(backend, 10)
         await backend.provision(
             [
-                subscriber("U1", "Ann Smith", "12 Elm Street, Springfield", 0, [("Son", "2001"), ("Daughter", "2002")]),
+                subscriber(
+                    "U1",
+                    "Ann Smith",
+                    "12 Elm Street, Springfield",
+                    0,
+                    [("Son", "2001"), ("Daughter", "2002")],
+                ),
                 subscriber("U2", "Bob Jones", "7 Oak Road, Shelbyville", 1, [("Wife", "2001")]),
             ]
         )
@@ -137,7 +143,9 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         opened_before = backend.metric("voip_sos_incidents_opened_total")
 
         # STB 0 is one agent (one socket, as on a real STB): press, press again, update, follow.
-        client = await open_stb_client(stb_ip(0), bytes.fromhex(secret_hex(0)), [("127.0.0.1", backend.sos_port)])
+        client = await open_stb_client(
+            stb_ip(0), bytes.fromhex(secret_hex(0)), [("127.0.0.1", backend.sos_port)]
+        )
         st.callback(client.close)
         first = await client.request(MsgType.SOS)
         assert isinstance(first, ReceiptReceived)
@@ -198,7 +206,9 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         assert set(by_party) == {"centre", "contact:0", "contact:1"}, by_party
         for party, ends in by_party.items():
             assert ends[-1]["confirmed"] and ends[-1]["result"] == "confirmed", (party, ends)
-        keys = [(e["detail"]["call"].split("#")[0], e["detail"]["key"]) for e in events if e["kind"] == "dtmf"]
+        keys = [
+            (e["detail"]["call"].split("#")[0], e["detail"]["key"]) for e in events if e["kind"] == "dtmf"
+        ]
         assert ("contact:0", "9") in keys and ("centre", "1") in keys, keys
         centre_invite = [e for e in events if e["kind"] == "call_placed" and e["detail"]["party"] == "centre"]
         assert centre_invite and centre_invite[0]["detail"]["number"] == CENTRE
@@ -253,7 +263,9 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         tres = await test_press.result(40)
         tinc = await backend.show(tres["incident_id"])
         assert tinc["test"] and tinc["close_reason"] == "reached", tinc
-        numbers = {e["detail"]["number"] for e in tinc["events"] if e["kind"] in ("call_placed", "sms_sending")}
+        numbers = {
+            e["detail"]["number"] for e in tinc["events"] if e["kind"] in ("call_placed", "sms_sending")
+        }
         assert numbers == {TEST_NUMBER}, numbers
         ttexts = [t for t in pbx.texts() if "U2" in t]
         assert ttexts and all("TEST" in t for t in ttexts), ttexts
@@ -268,7 +280,9 @@ def backend_http_ttl(backend: Backend, ttl_s: int) -> None:
     backend.config.write_text(text)
 
 
-async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody_reached(tmp_path: Path) -> None:
+async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody_reached(
+    tmp_path: Path,
+) -> None:
     """Centre busy twice → backup, which rings without answer (CANCEL) twice; a contact answers but
     hangs up without pressing 1, twice; nobody is reached: STATUS nobody_reached, incident closes
     "unreached" with one ERROR line. The centre's INVITE carries a valid PIDF-LO."""
@@ -287,7 +301,9 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
             {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
              "redial_pause_s": 0.5, "ring_timeout_s": 2, "loop_gap_s": GAP_S, "max_call_s": 60},
         )  # fmt: skip
-        await backend.provision([subscriber("U7", "Carl Young", "3 Pine Lane, Ogdenville", 7, [("Son", "2001")])])
+        await backend.provision(
+            [subscriber("U7", "Carl Young", "3 Pine Lane, Ogdenville", 7, [("Son", "2001")])]
+        )
         await backend.start()
         st.callback(backend.kill9)
         press = await Press(backend, 7).start()
@@ -299,7 +315,9 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
             await ended(son, n)
         result = await press.result(60)
         statuses = [s["status"] for s in result["statuses"]]
-        assert statuses[0] == "calling" and "nobody_reached" in statuses and statuses[-1] == "closed", statuses
+        assert statuses[0] == "calling" and "nobody_reached" in statuses and statuses[-1] == "closed", (
+            statuses
+        )
         inc = await backend.show(result["incident_id"])
         assert inc["close_reason"] == "unreached", inc
         events = inc["events"]
@@ -308,7 +326,10 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
         assert centre_numbers == [CENTRE, CENTRE, BACKUP, BACKUP], placed
         by_party = calls_by_party(events)
         assert [(c["status"], c["result"]) for c in by_party["centre"]] == [
-            (486, "busy"), (486, "busy"), (487, "no_answer"), (487, "no_answer")
+            (486, "busy"),
+            (486, "busy"),
+            (487, "no_answer"),
+            (487, "no_answer"),
         ], by_party["centre"]
         assert [c["result"] for c in by_party["contact:0"]] == ["unconfirmed", "unconfirmed"], by_party
         assert sum(1 for e in events if e["kind"] == "call_cancel") == 2, kinds(events)
@@ -331,7 +352,11 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
         civic = root.find(f".//{{{NS_CA}}}civicAddress")
         assert civic is not None
         fields = {child.tag.split("}", 1)[1]: (child.text or "") for child in civic}
-        assert fields.get("A3") == "Springfield" and fields.get("RD") == "Elm Street" and fields.get("HNO") == "12", fields
+        assert (
+            fields.get("A3") == "Springfield"
+            and fields.get("RD") == "Elm Street"
+            and fields.get("HNO") == "12"
+        ), fields
         _, address = parse_pidf_lo(xml.encode())
         assert address.A3 == "Springfield"
 
@@ -357,11 +382,17 @@ async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(tmp_pat
              "pidf_lo": False},
         )  # fmt: skip
         await backend.provision(
-            [subscriber("U3", "Dora Lee", "5 Birch Way, Capital City", 3, [("Son", "2001"), ("Aunt", "3001")])]
+            [
+                subscriber(
+                    "U3", "Dora Lee", "5 Birch Way, Capital City", 3, [("Son", "2001"), ("Aunt", "3001")]
+                )
+            ]
         )
         await backend.start()
         st.callback(backend.kill9)
-        client = await open_stb_client(stb_ip(3), bytes.fromhex(secret_hex(3)), [("127.0.0.1", backend.sos_port)])
+        client = await open_stb_client(
+            stb_ip(3), bytes.fromhex(secret_hex(3)), [("127.0.0.1", backend.sos_port)]
+        )
         st.callback(client.close)
         first = await client.request(MsgType.SOS)
         assert isinstance(first, ReceiptReceived)
@@ -422,7 +453,9 @@ async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(tmp_path: 
              "redial_pause_s": 0.5, "ring_timeout_s": 10, "loop_gap_s": GAP_S, "max_call_s": 60,
              "pidf_lo": False},
         )  # fmt: skip
-        await backend.provision([subscriber("U4", "Eve Park", "9 Cedar Court, Springfield", 4, [("Son", "2001")])])
+        await backend.provision(
+            [subscriber("U4", "Eve Park", "9 Cedar Court, Springfield", 4, [("Son", "2001")])]
+        )
         await backend.start()
         st.callback(backend.kill9)
         press = await Press(backend, 4).start()
@@ -433,9 +466,7 @@ async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(tmp_path: 
         await asyncio.sleep(1.0)
         await son.command("sndcode", "1")
         await wait_for(lambda: "terminated (duration" in son.output(), 15, "the son's confirmed call to end")
-        await wait_for(
-            lambda: backend.events(incident, "call_ended"), 5, "the son's confirmation in the log"
-        )
+        await wait_for(lambda: backend.events(incident, "call_ended"), 5, "the son's confirmation in the log")
         assert "terminated (duration" not in centre.output()
         backend.kill9()
         await asyncio.sleep(0.5)
@@ -443,7 +474,6 @@ async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(tmp_path: 
 
         await backend.start()
         await ended(centre, 1, timeout_s=15)  # the call left open is ended with BYE
-        assert "Connection reset" not in centre.output().split("Call established")[1] or True
         await established(centre, 2)  # and the centre is called again
         await asyncio.sleep(1.0)
         await centre.command("sndcode", "1")
@@ -456,5 +486,9 @@ async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(tmp_path: 
         assert sum(1 for c in placed if c.startswith("centre")) == 2, placed
         assert son.output().count("Call established") == 1
         # An SMS is sent at least once: each party's emergency SMS has a result in the log.
-        results = {e["detail"]["number"] for e in events if e["kind"] == "sms_result" and e["detail"]["kind"] == "emergency"}
+        results = {
+            e["detail"]["number"]
+            for e in events
+            if e["kind"] == "sms_result" and e["detail"]["kind"] == "emergency"
+        }
         assert {CENTRE, "2001"} <= results, results
