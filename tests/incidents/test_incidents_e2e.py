@@ -158,6 +158,8 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         t_centre = asyncio.get_running_loop().time()
         update = await client.request(MsgType.UPDATE, door_code="4711", parking_code="P12")
         assert isinstance(update, ReceiptReceived) and update.incident_id == incident
+        same = await client.request(MsgType.UPDATE, door_code="4711", parking_code="P12")
+        assert isinstance(same, ReceiptReceived)  # the same codes again: no second follow-up SMS
 
         async def contact(b: Baresip, repeat: bool) -> float | None:
             await established(b)
@@ -418,6 +420,13 @@ async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(tmp_pat
 
         await son.command("hangup")
         await ended(son)
+
+        async def son_ended_logged() -> bool:
+            return any(
+                e["detail"]["call"] == "contact:0#1" for e in await backend.events(incident, "call_ended")
+            )
+
+        await wait_for(son_ended_logged, 10, "the son's hang-up in the log")
         # ... and a crash while the centre still talks: the restarted backend ends that call.
         backend.kill9()
         assert "terminated (duration" not in centre.output()
