@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.incidents.harness import (
     PHONE_PASSWORD,
@@ -33,6 +38,24 @@ from voip_sos.stb.aio import open_stb_client
 from voip_sos.stb.events import ReceiptReceived
 
 CENTRE, BACKUP, TEST_NUMBER = "120", "121", "9999"
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A folder of our own, kept (and named in the output) when the test fails: pytest's numbered
+    basetemp folders are pruned by any other pytest run of the same user meanwhile."""
+    path = Path(tempfile.mkdtemp(prefix="voip-sos-e2e-"))
+    ok = False
+    try:
+        yield path
+        ok = True
+    finally:
+        if ok:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            print(f"kept for inspection: {path}")
+
+
 NS_CA = "urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr"
 
 
@@ -101,7 +124,7 @@ async def loop_length(backend: Backend, uid: str, gap_s: float) -> tuple[Path, f
 GAP_S = 0.5
 
 
-async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Path) -> None:
+async def test_sos_reaches_centre_and_contacts_who_hear_the_message(workdir: Path) -> None:
     """The happy path and everything seen along it: the centre hears the message at least twice and
     confirms with 1, each contact hears it (one repeats it with 9), SMS with uid, name, address and
     a working voice link, UPDATE → codes SMS, a second press joins, STATUS at each step, the
@@ -109,12 +132,12 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
     with ExitStack() as st:
         pbx = Pbx(st, [CENTRE, "2001", "2002", TEST_NUMBER])
         await wait_udp_listening(pbx.port, peer=pbx.kamailio)
-        centre = phone(st, pbx, CENTRE, tmp_path / "rec-centre")
-        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
-        daughter = phone(st, pbx, "2002", tmp_path / "rec-2002")
-        tester = phone(st, pbx, TEST_NUMBER, tmp_path / "rec-test")
+        centre = phone(st, pbx, CENTRE, workdir / "rec-centre")
+        son = phone(st, pbx, "2001", workdir / "rec-2001")
+        daughter = phone(st, pbx, "2002", workdir / "rec-2002")
+        tester = phone(st, pbx, TEST_NUMBER, workdir / "rec-test")
         backend = Backend(
-            tmp_path / "backend",
+            workdir / "backend",
             pbx.addr,
             # baresip 1.0 answers an INVITE with a multipart body (SDP + PIDF-LO) with 500; the PIDF-LO
             # is checked against SIPp in the failure-path test instead.
@@ -217,16 +240,16 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
 
         # What the callees heard.
         await ended(centre)
-        heard = recordings(tmp_path / "rec-centre")
+        heard = recordings(workdir / "rec-centre")
         assert heard, "the centre recorded nothing"
         reps = repetitions(heard[0], template)
         assert len(reps) >= 2, f"the centre heard the message {len(reps)} times ({reps}), loop {loop_s:.1f} s"
         assert 0.8 * loop_s < reps[1] - reps[0] < 1.2 * loop_s + 0.5, reps
         for folder in ("rec-2001", "rec-2002"):
-            files = recordings(tmp_path / folder)
+            files = recordings(workdir / folder)
             assert files and repetitions(files[0], template), f"{folder} did not hear the message"
         # 9 restarted the message from the top: a whole message starts right after the key.
-        son_reps = repetitions(recordings(tmp_path / "rec-2001")[0], template)
+        son_reps = repetitions(recordings(workdir / "rec-2001")[0], template)
         assert t9 is not None and any(t9 - 0.5 < r < t9 + 1.5 for r in son_reps), (t9, son_reps)
 
         # The texts at the SMS centre.
@@ -252,7 +275,7 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(tmp_path: Pa
         await asyncio.sleep(loop_s + 1.0)
         await centre.command("hangup")
         await ended(centre, 2)
-        heard = recordings(tmp_path / "rec-centre")
+        heard = recordings(workdir / "rec-centre")
         assert len(heard) == 2 and repetitions(heard[1], template), "the call-back did not hear the message"
         assert "callback_answered" in kinds(await backend.events(incident))
 
@@ -283,7 +306,7 @@ def backend_http_ttl(backend: Backend, ttl_s: int) -> None:
 
 
 async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody_reached(
-    tmp_path: Path,
+    workdir: Path,
 ) -> None:
     """Centre busy twice → backup, which rings without answer (CANCEL) twice; a contact answers but
     hangs up without pressing 1, twice; nobody is reached: STATUS nobody_reached, incident closes
@@ -295,10 +318,10 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
         silent = st.enter_context(Sipp("uas_ring_cancel", free_port(both=False), calls=2, timeout_s=60))
         register_sipp(pbx.port, CENTRE, busy.port)
         register_sipp(pbx.port, BACKUP, silent.port)
-        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
+        son = phone(st, pbx, "2001", workdir / "rec-2001")
         await son.wait_output("200 OK", 10)
         backend = Backend(
-            tmp_path / "backend",
+            workdir / "backend",
             pbx.addr,
             {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
              "redial_pause_s": 0.5, "ring_timeout_s": 2, "loop_gap_s": GAP_S, "max_call_s": 60},
@@ -363,7 +386,7 @@ async def test_busy_no_answer_and_unconfirmed_are_retried_then_backup_and_nobody
         assert address.A3 == "Springfield"
 
 
-async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(tmp_path: Path) -> None:
+async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(workdir: Path) -> None:
     """CANCEL from the STB while the centre and a contact talk and another contact rings: the ringing
     call is cancelled, the answered ones go on until their callees hang up, everyone told gets the
     false-alarm SMS, and the incident closes "false_alarm" when the last call ends."""
@@ -372,12 +395,12 @@ async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(tmp_pat
         await wait_udp_listening(pbx.port, peer=pbx.kamailio)
         ringing = st.enter_context(Sipp("uas_ring_cancel", free_port(both=False), calls=1, timeout_s=60))
         register_sipp(pbx.port, "3001", ringing.port)
-        centre = phone(st, pbx, CENTRE, tmp_path / "rec-centre")
-        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
+        centre = phone(st, pbx, CENTRE, workdir / "rec-centre")
+        son = phone(st, pbx, "2001", workdir / "rec-2001")
         for b in (centre, son):
             await b.wait_output("200 OK", 10)
         backend = Backend(
-            tmp_path / "backend",
+            workdir / "backend",
             pbx.addr,
             {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
              "redial_pause_s": 0.5, "ring_timeout_s": 30, "loop_gap_s": GAP_S, "max_call_s": 60,
@@ -444,19 +467,19 @@ async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(tmp_pat
         assert sorted(placed) == ["centre#1", "contact:0#1", "contact:1#1"], placed  # no new calls
 
 
-async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(tmp_path: Path) -> None:
+async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(workdir: Path) -> None:
     """`kill -9` of serve while the centre hears the message and a contact has confirmed: after a
     restart the centre's open call is ended with BYE, the centre is called again (and confirms), the
     contact who confirmed is not called again."""
     with ExitStack() as st:
         pbx = Pbx(st, [CENTRE, "2001"])
         await wait_udp_listening(pbx.port, peer=pbx.kamailio)
-        centre = phone(st, pbx, CENTRE, tmp_path / "rec-centre")
-        son = phone(st, pbx, "2001", tmp_path / "rec-2001")
+        centre = phone(st, pbx, CENTRE, workdir / "rec-centre")
+        son = phone(st, pbx, "2001", workdir / "rec-2001")
         for b in (centre, son):
             await b.wait_output("200 OK", 10)
         backend = Backend(
-            tmp_path / "backend",
+            workdir / "backend",
             pbx.addr,
             {"center": CENTRE, "backup": BACKUP, "test_number": TEST_NUMBER, "redial": 1,
              "redial_pause_s": 0.5, "ring_timeout_s": 10, "loop_gap_s": GAP_S, "max_call_s": 60,
