@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from voip_sos.aio.sos_listener import SosListenerProtocol, start_sos_listener
@@ -195,7 +196,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
 
         tasks = [
             asyncio.create_task(_every(WATCH_INTERVAL_S, watch.tick, "watch")),
-            asyncio.create_task(_every(PRERENDER_SWEEP_S, lambda: _sweep(prompts, directory), "prerender")),
+            asyncio.create_task(_prerender(prompts, directory), name="prerender"),
         ]
         await watch.tick()
         host, port = proto.address
@@ -216,5 +217,22 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
     return 0
 
 
-async def _sweep(prompts: PromptService, directory: Directory) -> None:
-    await prompts.sweep(directory)
+async def _prerender(prompts: PromptService, directory: Directory) -> None:
+    """Keep messages rendered before anyone presses: the whole directory once at start (as far as the
+    cache bound allows), then every minute whatever another process (CLI, import) changed since."""
+    since = datetime.now(UTC)
+    try:
+        queued = await prompts.sweep(directory)
+        logger.info("pre-render sweep done", extra={"queued": queued})
+    except Exception:
+        logger.exception("pre-render sweep failed")
+    while True:
+        await asyncio.sleep(PRERENDER_SWEEP_S)
+        now = datetime.now(UTC)
+        try:
+            # A little overlap: a change committed while the last look ran is not missed.
+            changed = await directory.updated_since(since - timedelta(seconds=PRERENDER_SWEEP_S))
+            await prompts.queue_missing(changed)
+            since = now
+        except Exception:
+            logger.exception("pre-render of changed subscribers failed")

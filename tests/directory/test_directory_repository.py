@@ -175,3 +175,13 @@ async def test_sqlite_file_is_migrated_on_open(tmp_path: object) -> None:
     d = await Directory.open(url)
     await d.close()
     assert await current_revision(url) == head_revision()
+
+
+async def test_updated_since_finds_added_and_changed(directory: Directory) -> None:
+    await directory.add(make(uid="A", ip="10.1.0.1"))
+    mark = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    await directory.add(make(uid="B", ip="10.1.0.2"))
+    assert [s.uid for s in await directory.updated_since(mark)] == ["B"]
+    await directory.replace(make(uid="A", ip="10.1.0.1", name="Changed"))
+    assert [s.uid for s in await directory.updated_since(mark)] == ["B", "A"]

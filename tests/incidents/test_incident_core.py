@@ -164,12 +164,13 @@ def test_cancel_stops_ringing_keeps_answered_and_tells_everyone() -> None:
     assert [(s.number, s.kind) for s in cmds if isinstance(s, SendSms)] == [
         ("120", SmsKind.FALSE_ALARM), ("+8613800000001", SmsKind.FALSE_ALARM), ("+8613900000002", SmsKind.FALSE_ALARM)
     ]  # fmt: skip
+    assert statuses(cmds) == [StbStatus.CLOSED]  # the TV is told at once
     assert core.get_timer() is None  # the pending redial of contact 1 is dropped
     core.handle_event(CallEnded("contact:0#1", confirmed=False, answered=False, status=487), 2.1)
     assert not core.closed  # the centre's answered call goes on
     core.handle_event(CallEnded("centre#1", confirmed=False, answered=True, status=200), 50.0)
     cmds = drain(core)
-    assert cmds[-1] == CloseIncident("false_alarm") and core.closed
+    assert cmds == [CloseIncident("false_alarm")] and core.closed  # CLOSED was already sent
 
 
 def test_codes_follow_up_once_to_everyone_told() -> None:
@@ -229,6 +230,8 @@ def test_resume_after_restart_skips_confirmed_and_told() -> None:
 
 def test_resume_with_everyone_confirmed_closes() -> None:
     core = IncidentCore("I1", POLICY, CONTACTS[:1], "en")
-    core.resume(5.0, confirmed={"centre", "contact:0"}, told=[("centre", "120"), ("contact:0", "+8613800000001")])
+    core.resume(
+        5.0, confirmed={"centre", "contact:0"}, told=[("centre", "120"), ("contact:0", "+8613800000001")]
+    )
     cmds = drain(core)
     assert cmds[-1] == CloseIncident("reached") and core.closed

@@ -51,7 +51,7 @@ class Serve:
             f"directory:\n  url: {url}\nsos:\n  listen: 127.0.0.1:{self.port}\n{sos_extra}"
             f"sip:\n  listen: 127.0.0.1:{sip}\n  proxy: 127.0.0.1:{free_udp_port()}\n  domain: 127.0.0.1\n"
             f"rtp:\n  ports: {rtp}-{rtp + 199}\nhttp:\n  listen: 127.0.0.1:{free_port()}\n"
-            f"emergency:\n  center: '120'\nvoice:\n  cache_dir: {workdir / 'prompts'}\n",
+            f"emergency:\n  center: '120'\n  test_number: '9999'\nvoice:\n  cache_dir: {workdir / 'prompts'}\n",
             encoding="utf-8",
         )
         self.log = workdir / f"{name}.log"

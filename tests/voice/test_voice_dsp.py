@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from voip_sos.voice import dsp, g711
+from voip_sos.rtp import g711
+from voip_sos.voice import dsp
 
 
 def test_g711_known_codes() -> None:

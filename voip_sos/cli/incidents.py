@@ -1,6 +1,6 @@
 """`voip-sos incidents list|show`: read the durable record of incidents and their event log.
 
-Exit codes: 0 found, 1 no such incident. `--json` is specified in docs/cli-json-stb.md.
+Exit codes: 0 found, 1 no such incident. `--json` is specified in docs/cli-json.md.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ def register(sub: Any) -> None:
     lst = isub.add_parser("list", help="incidents, newest first")
     lst.add_argument("--open", action="store_true", help="only incidents still open")
     lst.add_argument("--limit", type=int, default=100, metavar="N")
-    lst.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json-stb.md)")
+    lst.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json.md)")
     lst.set_defaults(handler=_list)
     show = isub.add_parser("show", help="one incident with its event log")
     show.add_argument("id", type=int)
-    show.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json-stb.md)")
+    show.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json.md)")
     show.set_defaults(handler=_show)
 
 

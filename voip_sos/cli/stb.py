@@ -1,7 +1,7 @@
 """`voip-sos stb press|cancel|update|heartbeat|silent`: the reference STB agent from the command line.
 
 Exit codes for the requests: 0 RECEIPT, 2 REJECT, 3 no backend answered (1 for local failures,
-e.g. a port that cannot be bound). `--json` prints one object, specified in docs/cli-json-stb.md.
+e.g. a port that cannot be bound). `--json` prints one object, specified in docs/cli-json.md.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
     silent.add_argument(
         "--since", required=True, type=parse_duration, metavar="DURATION", help="e.g. 90s, 10m, 2h, 1d"
     )
-    silent.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json-stb.md)")
+    silent.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json.md)")
     silent.set_defaults(handler=_silent)
 
 
@@ -89,7 +89,7 @@ def _request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--follow-limit", type=float, default=FOLLOW_LIMIT_S, metavar="S", help="stop following after S"
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json-stb.md)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json.md)")
 
 
 def _request_handler(kind: MsgType) -> Any:

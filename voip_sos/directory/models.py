@@ -50,7 +50,7 @@ subscribers = Table(
     Column("room", Text, nullable=False, server_default=""),
     Column("notes", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=False), nullable=False),
-    Column("updated_at", DateTime(timezone=False), nullable=False),
+    Column("updated_at", DateTime(timezone=False), nullable=False, index=True),
 )
 
 stbs = Table(

@@ -105,6 +105,17 @@ class Directory:
         async with self._engine.connect() as conn:
             return await load_subscribers(conn, query)
 
+    async def updated_since(self, since: datetime, limit: int = 10_000) -> builtins.list[Subscriber]:
+        """Subscribers added or changed at or after `since` (oldest change first)."""
+        query = (
+            select(subscribers)
+            .where(subscribers.c.updated_at >= _naive(since))
+            .order_by(subscribers.c.updated_at, subscribers.c.uid)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return await load_subscribers(conn, query)
+
     async def count(self) -> int:
         async with self._engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(subscribers))).scalar_one())

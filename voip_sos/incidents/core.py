@@ -384,6 +384,9 @@ class IncidentCore:
                 self._commands.append(CancelCall(p.call_id, "false alarm"))
         for key, number in self._unique_told():
             self._sms(key, number, SmsKind.FALSE_ALARM)
+        # The person at home asked to stop: the TV says it is over, even while an answered call
+        # goes on until the call taker hangs up.
+        self._send_status(StbStatus.CLOSED)
 
     def _unique_told(self) -> list[tuple[str, str]]:
         seen: set[str] = set()
@@ -418,5 +421,6 @@ class IncidentCore:
             reason = "unreached"
             self._send_status(StbStatus.NOBODY_REACHED)
         self._closed = True
-        self._send_status(StbStatus.CLOSED)
+        if self._status is not StbStatus.CLOSED:
+            self._send_status(StbStatus.CLOSED)
         self._commands.append(CloseIncident(reason))

@@ -44,6 +44,7 @@ from voip_sos.incidents.commands import (
     StbStatus,
 )
 from voip_sos.incidents.core import IncidentCore, Policy
+from voip_sos.incidents.group_commit import GroupCommit
 from voip_sos.incidents.location import location_of
 from voip_sos.incidents.recording import EventRecord, Recorded, RequestRecord
 from voip_sos.incidents.store import IncidentStore
@@ -130,6 +131,7 @@ class IncidentRunner:
         self._send_status = send_status
         self._links = links
         self._metrics = metrics
+        self._log = GroupCommit(store)
         self._live: dict[int, _Live] = {}
         self._recent: dict[int, _Live] = {}  # closed, kept for call-backs
         self._closing = False
@@ -254,7 +256,9 @@ class IncidentRunner:
         try:
             core = IncidentCore(str(incident_id), self._policy, sub.contacts, sub.language, test=test)
         except Exception as exc:
+            # Tell the truth at once: the TV must not show "calling" when nobody can be called.
             log.error("incident cannot call anybody", extra={"error": str(exc)})
+            self._send_status(incident_id, stb_ip, StatusCode.NOBODY_REACHED, "nobody to call")
             return None
         live = _Live(incident_id, stb_ip, sub, test, core, log)
         live.numbers = {
@@ -325,7 +329,7 @@ class IncidentRunner:
         task.add_done_callback(live.tasks.discard)
 
     async def _append(self, live: _Live, kind: str, detail: dict[str, Any]) -> None:
-        await self._store.append_events([EventRecord(live.id, kind, _wall(), detail)])
+        await self._log.append(EventRecord(live.id, kind, _wall(), detail))
 
     # -- calls -------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from voip_sos.voice import g711
+from voip_sos.rtp import g711
 from voip_sos.voice.cache import decode_wav, encode_wav
 from voip_sos.voice.dsp import RATE_HZ
 

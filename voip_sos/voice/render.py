@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -81,8 +82,31 @@ def engine_for(spec: VoiceSpec, settings: SynthesisSettings) -> Engine:
     return engine
 
 
+PARENT_CHECK_S = 1.0
+
+
+def die_with_parent() -> None:
+    """End this process within a second of its parent's end, even after a `kill -9` of the parent.
+
+    A pool worker otherwise outlives a killed service (its siblings keep the pipe it waits on open,
+    so it never sees end-of-file), and every crash would leave ~300 MB of voices behind. A thread
+    watching the parent id is used rather than PR_SET_PDEATHSIG, which fires when the *thread* that
+    started the worker ends, not the process.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def worker_init(nice: int, preload: tuple[VoiceSpec, ...], settings: SynthesisSettings) -> None:
-    """Process-pool initializer: lower the priority, load the voices an SOS render will need."""
+    """Process-pool initializer: tie the worker's life to the service, lower the priority, load the
+    voices an SOS render will need."""
+    die_with_parent()
     if nice:
         os.nice(nice)
     for spec in preload:

@@ -392,11 +392,17 @@ class PromptService:
             if not batch:
                 break
             offset += len(batch)
-            for sub in batch:
-                for language in message_languages(sub, self.cfg.emergency.language):
-                    key = self.segments(sub, language).keys[1]
-                    if not await asyncio.to_thread(self.cache.contains, key):
-                        queued += self._enqueue(sub, language)
+            queued += await self.queue_missing(batch)
+        return queued
+
+    async def queue_missing(self, subscribers: Iterable[Subscriber]) -> int:
+        """Queue the messages of these subscribers that are not in the cache yet."""
+        queued = 0
+        for sub in subscribers:
+            for language in message_languages(sub, self.cfg.emergency.language):
+                key = self.segments(sub, language).keys[1]
+                if not await asyncio.to_thread(self.cache.contains, key):
+                    queued += self._enqueue(sub, language)
         return queued
 
     async def drain(self) -> None:
