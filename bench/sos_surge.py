@@ -115,6 +115,12 @@ def main() -> None:
         cfg = work / "config.yaml"
         cfg.write_text(
             f"directory:\n  url: sqlite+aiosqlite:///directory.db\nsos:\n  listen: 127.0.0.1:{port}\n"
+            # The whole backend runs; its calls go to a proxy port nobody listens on (this benchmark
+            # is about the SOS side), its other sockets to loopback ports of their own.
+            f"sip:\n  listen: 127.0.0.1:{free_port()}\n  proxy: 127.0.0.1:{free_port()}\n"
+            "  domain: 127.0.0.1\n"
+            f"http:\n  listen: 127.0.0.1:{free_port()}\nrtp:\n  ports: 40000-49999\n"
+            f"emergency:\n  center: '120'\nvoice:\n  cache_dir: {work / 'prompts'}\n"
             "log:\n  level: warning\n",
             encoding="utf-8",
         )

@@ -6,9 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: real SIP peers for tests and the demo (sip-tester = SIPp, baresip, kamailio),
-# espeak-ng (Mandarin fallback voice), sox (test audio), libsndfile1 (soundfile), python3-venv.
+# espeak-ng (Mandarin fallback voice), sox (test audio), libsndfile1 (soundfile), python3-venv,
+# chromium (headless browser for the family-page tests, driven by Playwright),
+# fonts-wqy-microhei (a CJK font, so Chromium draws the Chinese page instead of empty boxes),
+# mosquitto (MQTT broker + mosquitto_passwd: the home hub's tests start their own brokers).
 APT_PACKAGES=(
-  python3-venv sip-tester baresip-core kamailio espeak-ng sox libsndfile1
+  python3-venv sip-tester baresip-core kamailio espeak-ng sox libsndfile1 chromium
+  fonts-wqy-microhei mosquitto
 )
 
 missing=()

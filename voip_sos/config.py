@@ -27,7 +27,9 @@ __all__ = [
     "Config",
     "HostPort",
     "PortRange",
+    "key",
     "load_config",
+    "load_sections",
     "markdown_table",
     "render_effective",
 ]
@@ -653,14 +655,23 @@ def _line_map(text: str) -> dict[str, int]:
     return lines
 
 
-def _env_overrides(environ: Mapping[str, str], problems: list[str]) -> dict[str, dict[str, Any]]:
+def _env_overrides(
+    environ: Mapping[str, str],
+    problems: list[str],
+    sections: Mapping[str, type[Any]],
+    env_prefix: str,
+    config_env: str,
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    sections = _SECTION_TYPES
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(env_prefix) or name == config_env:
             continue
-        rest = name[len(ENV_PREFIX) :]
-        section = next((s for s in sections if rest.upper().startswith(s.upper() + "_")), None)
+        rest = name[len(env_prefix) :]
+        # Longest section name first, so a section named like another's prefix cannot steal its keys.
+        section = next(
+            (s for s in sorted(sections, key=len, reverse=True) if rest.upper().startswith(s.upper() + "_")),
+            None,
+        )
         if section is None:
             problems.append(f"config error: {name}: no configuration section matches (environment)")
             continue
@@ -683,9 +694,45 @@ def _env_overrides(environ: Mapping[str, str], problems: list[str]) -> dict[str,
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Load, override from the environment, validate. Raises ConfigError listing every problem."""
+    sections, found = load_sections(
+        path,
+        environ,
+        section_types=_SECTION_TYPES,
+        env_prefix=ENV_PREFIX,
+        config_env=CONFIG_ENV,
+        default_path=DEFAULT_CONFIG_PATH,
+        check=_backend_checks,
+    )
+    return Config(**sections, path=found)
+
+
+def _backend_checks(sections: dict[str, Any]) -> list[str]:
+    # A voice that would download at run time (or is missing) is refused here, at `config check`.
+    from voip_sos.voice.models import check_models
+
+    return check_models(sections["voice"].models, require_files=False)
+
+
+def load_sections(
+    path: str | Path | None,
+    environ: Mapping[str, str] | None,
+    *,
+    section_types: Mapping[str, type[Any]],
+    env_prefix: str,
+    config_env: str,
+    default_path: Path,
+    check: Callable[[dict[str, Any]], list[str]] | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """Load a YAML file of `section_types`, apply `env_prefix` overrides, validate every key.
+
+    Returns the section objects by name and the resolved file path (None when defaults only).
+    Raises ConfigError listing every problem, each naming the dotted key and its line or variable.
+    `check` adds cross-section problems (it sees every section). Shared by the backend's
+    `config.yaml` and the home hub's `hub.yaml`.
+    """
     environ = os.environ if environ is None else environ
-    explicit = path is not None or CONFIG_ENV in environ
-    cfg_path = Path(path if path is not None else environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
+    explicit = path is not None or config_env in environ
+    cfg_path = Path(path if path is not None else environ.get(config_env, default_path))
     problems: list[str] = []
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
@@ -713,13 +760,13 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         base = Path.cwd()
         found = None
 
-    env = _env_overrides(environ, problems)
+    env = _env_overrides(environ, problems, section_types, env_prefix, config_env)
 
     def loc(dotted: str) -> str:
         return f" ({where} line {lines[dotted]})" if dotted in lines else ""
 
     sections: dict[str, Any] = {}
-    for section, cls in _SECTION_TYPES.items():
+    for section, cls in section_types.items():
         raw = data.get(section, {})
         if raw is None:
             raw = {}
@@ -737,7 +784,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             origin = loc(dotted)
             if name in env.get(section, {}):
                 value = env[section][name]
-                origin = f" (environment {ENV_PREFIX}{section.upper()}_{name.upper()})"
+                origin = f" (environment {env_prefix}{section.upper()}_{name.upper()})"
                 if isinstance(value, dict) and isinstance(raw.get(name), dict):
                     value = {**raw[name], **value}
             elif name in raw:
@@ -757,16 +804,13 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
                 values[name] = fld.metadata["resolve"](default, base)
         sections[section] = cls(**values)
     for k in data:
-        if k not in _SECTION_TYPES:
+        if k not in section_types:
             problems.append(f"config error: {k}: unknown section{loc(str(k))}")
-    if "voice" in sections:
-        # A voice that would download at run time (or is missing) is refused here, at `config check`.
-        from voip_sos.voice.models import check_models
-
-        problems.extend(check_models(sections["voice"].models, require_files=False))
+    if check is not None:
+        problems.extend(check(sections))
     if problems:
         raise ConfigError(problems)
-    return Config(**sections, path=found)
+    return sections, found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,10 +825,10 @@ def _plain(value: object) -> object:
     return value
 
 
-def render_effective(cfg: Config) -> str:
-    """The effective configuration as YAML, secrets masked."""
+def render_effective(cfg: Any, section_types: Mapping[str, type[Any]] | None = None) -> str:
+    """The effective configuration as YAML, secrets masked (`cfg` has one attribute per section)."""
     out: dict[str, dict[str, object]] = {}
-    for section, cls in _SECTION_TYPES.items():
+    for section, cls in (section_types or _SECTION_TYPES).items():
         obj = getattr(cfg, section)
         entries: dict[str, object] = {}
         for fld in dataclasses.fields(cls):
@@ -801,10 +845,10 @@ def render_effective(cfg: Config) -> str:
     return header + yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
 
 
-def markdown_table() -> str:
+def markdown_table(section_types: Mapping[str, type[Any]] | None = None) -> str:
     """One row per key for the README: key, type, unit, default, meaning."""
     rows = ["| key | type | unit | default | meaning |", "|---|---|---|---|---|"]
-    for section, cls in _SECTION_TYPES.items():
+    for section, cls in (section_types or _SECTION_TYPES).items():
         defaults = cls()
         for fld in dataclasses.fields(cls):
             default = _plain(getattr(defaults, fld.name))

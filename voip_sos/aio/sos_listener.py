@@ -275,6 +275,7 @@ def _record_of(ev: RequestAuthenticated) -> RequestRecord:
         at=datetime.fromtimestamp(ev.received_wall, UTC),
         test=msg.test,
         detail=detail,
+        subscriber=sub,
         lookup={
             "uid": sub.uid,
             "name": sub.name,

@@ -22,7 +22,7 @@ __all__ = ["Handler", "main"]
 Handler = Callable[[argparse.Namespace, Config], int]
 
 # Modules under voip_sos.cli that contribute subcommands; each has `register(subparsers)`.
-COMMAND_MODULES = ("config_cmd", "db", "directory", "prompts", "sip", "serve", "stb", "incidents")
+COMMAND_MODULES = ("config_cmd", "db", "directory", "prompts", "sip", "serve", "stb", "incidents", "hub")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Commands with a configuration of their own (the home hub's hub.yaml) never read config.yaml.
+    standalone: Callable[[argparse.Namespace], int] | None = getattr(args, "standalone", None)
+    if standalone is not None:
+        try:
+            return standalone(args)
+        except ConfigError as exc:
+            for line in exc.problems:
+                print(line, file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

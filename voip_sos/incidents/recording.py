@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from voip_sos.directory.models import stbs
+from voip_sos.directory.records import Subscriber
 from voip_sos.incidents.tables import incident_events, incidents
 
 __all__ = ["EventRecord", "Recorded", "Recorder", "RequestRecord"]
@@ -51,6 +52,8 @@ class RequestRecord:
     """What else goes into the log entry (sequence number, STB time, source, door code …)."""
     lookup: dict[str, Any] = field(default_factory=dict)
     """The directory's answer (uid, name, address …): logged when this request opens the incident."""
+    subscriber: Subscriber | None = field(default=None, compare=False, repr=False)
+    """The record the listener looked up, so the incident starts without asking the directory again."""
 
 
 @dataclass(frozen=True, slots=True)

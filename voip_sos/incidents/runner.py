@@ -159,7 +159,14 @@ class IncidentRunner:
         if res.incident_id is None or res.again or self._closing:
             return
         if rec.kind == "sos" and res.opened:
-            await self.open(res.incident_id, rec.stb_ip, rec.uid, test=rec.test, pressed=time.monotonic())
+            await self.open(
+                res.incident_id,
+                rec.stb_ip,
+                rec.uid,
+                test=rec.test,
+                pressed=time.monotonic(),
+                subscriber=rec.subscriber,
+            )
         elif rec.kind == "update":
             live = self._live.get(res.incident_id)
             door, parking = rec.detail.get("door_code"), rec.detail.get("parking_code")
@@ -171,10 +178,19 @@ class IncidentRunner:
                 self._feed(live, CancelRequested())
 
     async def open(
-        self, incident_id: int, stb_ip: str, uid: str, *, test: bool, pressed: float = 0.0
+        self,
+        incident_id: int,
+        stb_ip: str,
+        uid: str,
+        *,
+        test: bool,
+        pressed: float = 0.0,
+        subscriber: Subscriber | None = None,
     ) -> None:
         """Start a new incident: calls and SMS go out at once, in parallel."""
-        sub = await self._directory.get(uid)
+        sub = (
+            subscriber if subscriber is not None and subscriber.uid == uid else await self._directory.get(uid)
+        )
         log = bind(logger, incident=incident_id, uid=uid)
         if sub is None:
             log.error("subscriber vanished between lookup and start; nobody can be called")

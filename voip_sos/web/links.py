@@ -14,10 +14,13 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 __all__ = [
+    "FAMILY_KIND",
+    "FAMILY_PATH",
     "TOKEN_BYTES",
     "VOICE_PATH",
     "Link",
     "LinkStore",
+    "family_url",
     "issue_voice_link",
     "link_url",
     "new_token",
@@ -62,6 +65,17 @@ class LinkStore(Protocol):
 
 VOICE_PATH = "/v/"
 """Where voice links live on the link server: `VOICE_PATH + token`."""
+
+
+FAMILY_PATH = "/f/"
+"""Where family pages live: `FAMILY_PATH + token`."""
+FAMILY_KIND = "family"
+"""Link kind of a family page; its target is the contact's party key ("contact:0")."""
+
+
+def family_url(public_url: str, token: str) -> str:
+    """The family page's URL for a contact's SMS: `public_url` + `/f/` + 22 characters."""
+    return f"{public_url.rstrip('/')}{FAMILY_PATH}{token}"
 
 
 def link_url(public_url: str, token: str) -> str:

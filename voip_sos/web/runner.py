@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from voip_sos.config import HostPort, HttpConfig
+from voip_sos.web.family import FamilyPages
 from voip_sos.web.links import LinkStore
 from voip_sos.web.server import HealthCheck, build_app, build_operator_app
 
@@ -86,7 +87,8 @@ async def _serve(app: web.Application, where: HostPort) -> tuple[web.AppRunner, 
 
 async def start_http(cfg: HttpConfig, links: LinkStore, registry: CollectorRegistry | None,
                      health: HealthCheck | None, *,
-                     purge_interval_s: float = LINK_PURGE_INTERVAL_S) -> HttpServers:  # fmt: skip
+                     purge_interval_s: float = LINK_PURGE_INTERVAL_S,
+                     family: FamilyPages | None = None) -> HttpServers:  # fmt: skip
     """Bind and start the link server (and the operator site if configured), and the purge of
     expired links; raise OSError if an address cannot be bound, with nothing left listening."""
     runners: list[web.AppRunner] = []
@@ -94,11 +96,11 @@ async def start_http(cfg: HttpConfig, links: LinkStore, registry: CollectorRegis
     try:
         if cfg.metrics_listen is None:
             runner, servers.public = await _serve(
-                build_app(links, registry=registry, health=health), cfg.listen
+                build_app(links, registry=registry, health=health, family=family), cfg.listen
             )
             runners.append(runner)
         else:
-            runner, servers.public = await _serve(build_app(links), cfg.listen)
+            runner, servers.public = await _serve(build_app(links, family=family), cfg.listen)
             runners.append(runner)
             runner, servers.operator = await _serve(build_operator_app(registry, health), cfg.metrics_listen)
             runners.append(runner)

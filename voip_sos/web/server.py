@@ -23,6 +23,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from voip_sos.logs import bind
+from voip_sos.web.family import FamilyPages, add_family_routes
 from voip_sos.web.links import VOICE_PATH, LinkStore
 
 __all__ = ["WAV_CONTENT_TYPE", "HealthCheck", "build_app", "build_operator_app"]
@@ -66,8 +67,10 @@ async def _fallback(request: web.Request) -> web.Response:
 
 def build_app(links: LinkStore, *, registry: CollectorRegistry | None = None,
               health: HealthCheck | None = None,
-              now: Callable[[], datetime] = _now) -> web.Application:  # fmt: skip
-    """The public application; with `registry`/`health` it also serves `/metrics` and `/healthz`."""
+              now: Callable[[], datetime] = _now,
+              family: FamilyPages | None = None) -> web.Application:  # fmt: skip
+    """The public application; with `registry`/`health` it also serves `/metrics` and `/healthz`,
+    with `family` the family pages (`/f/…`, voip_sos/web/family.py)."""
 
     async def voice(request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"].removesuffix(".wav")
@@ -101,6 +104,8 @@ def build_app(links: LinkStore, *, registry: CollectorRegistry | None = None,
 
     app = _new_app()
     app.router.add_get(VOICE_PATH + "{token}", voice)
+    if family is not None:
+        add_family_routes(app, family, links, lambda t: bool(_TOKEN_RE.match(t)), _not_found, now)
     if registry is not None or health is not None:
         _add_operator_routes(app, registry, health)
     app.router.add_route("*", "/{tail:.*}", _fallback)
