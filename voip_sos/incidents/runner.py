@@ -100,6 +100,7 @@ class _Live:
     calls: dict[str, Call] = field(default_factory=dict)
     call_langs: dict[str, str] = field(default_factory=dict)
     confirmed: set[str] = field(default_factory=set)
+    cancelled: dict[str, str] = field(default_factory=dict)  # call id -> why we cancelled it
     prompts: dict[str, asyncio.Task[VoicePrompt]] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     numbers: set[str] = field(default_factory=set)
@@ -204,6 +205,16 @@ class IncidentRunner:
     async def resume_open(self) -> int:
         """After a restart: take over every open incident from its log. Returns how many."""
         resumed = 0
+        # A CANCEL closes the incident in the store at once, but answered calls go on until the far
+        # end hangs up: calls of an incident cancelled within max_call_s may still be up.
+        recent = _wall() - timedelta(seconds=self._cfg.emergency.max_call_s)
+        for inc in await self._store.list(limit=1_000):
+            if inc.closed_at is not None and inc.state == "cancelled" and inc.closed_at > recent:
+                log = bind(logger, incident=inc.id, uid=inc.uid)
+                try:
+                    await self._end_left_open(log, await self._store.events(inc.id))
+                except Exception:
+                    log.exception("ending the calls of a cancelled incident failed")
         for inc in await self._store.list(open_only=True, limit=10_000):
             if inc.id in self._live:
                 continue
@@ -308,6 +319,7 @@ class IncidentRunner:
             self._spawn(live, self._place_call(live, cmd))
         elif isinstance(cmd, CancelCall):
             call = live.calls.get(cmd.call_id)
+            live.cancelled[cmd.call_id] = cmd.reason
             self._spawn(live, self._append(live, "call_cancel", {"call": cmd.call_id, "reason": cmd.reason}))
             if call is not None:
                 call.hangup()
@@ -443,6 +455,8 @@ class IncidentRunner:
     async def _ended(self, live: _Live, call_id: str, event: Ended, confirmed: bool) -> None:
         live.calls.pop(call_id, None)
         result = _call_result(event, confirmed)
+        if result == "cancelled" and live.cancelled.pop(call_id, None) == "no answer":
+            result = "no_answer"  # our CANCEL after ring_timeout_s: the 487 means nobody answered
         live.log.info(
             "call ended", extra={"call": call_id, "by": event.by, "status": event.status, "result": result}
         )
@@ -582,11 +596,9 @@ class IncidentRunner:
     def _display_name(self, live: _Live) -> str:
         return f"{'TEST ' if live.test else ''}One-key SOS {live.sub.uid}"
 
-    async def _resume(self, incident_id: int, stb_ip: str, uid: str, test: bool) -> bool:
-        log = bind(logger, incident=incident_id, uid=uid)
-        events = await self._store.events(incident_id)
+    async def _end_left_open(self, log: ContextLogger, events: list[Any]) -> None:
+        """BYE every call that was up when the process died, or the far end hears silence forever."""
         ended = {e.detail.get("call") for e in events if e.kind in ("call_ended", "call_failed")}
-        # Calls that were up when the process died: end them, or the far end hears silence forever.
         for e in events:
             if e.kind == "call_answered" and e.detail.get("call") not in ended and e.detail.get("dialog"):
                 try:
@@ -598,6 +610,11 @@ class IncidentRunner:
                     log.warning(
                         "could not end a call left open", extra={"call": e.detail["call"], "error": str(exc)}
                     )
+
+    async def _resume(self, incident_id: int, stb_ip: str, uid: str, test: bool) -> bool:
+        log = bind(logger, incident=incident_id, uid=uid)
+        events = await self._store.events(incident_id)
+        await self._end_left_open(log, events)
         confirmed = {
             str(e.detail["call"]).split("#")[0]
             for e in events
