@@ -106,8 +106,8 @@ def test_example_hub_yaml_is_valid_and_documented() -> None:
     table = hub_markdown_table()
     for section in ("hub", "link", "lock", "parking", "home", "log"):
         assert f"| `{section}." in table
-    notes = (ROOT / "docs" / "notes-hub.md").read_text(encoding="utf-8")
-    assert table in notes, "docs/notes-hub.md must carry the current `voip-sos hub table`"
+    notes = (ROOT / "docs" / "hub.md").read_text(encoding="utf-8")
+    assert table in notes, "docs/hub.md must carry the current `voip-sos hub table`"
 
 
 def write(tmp_path: Path, text: str) -> Path:
