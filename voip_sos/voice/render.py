@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 # Lowest CPU priority for background pre-rendering: an SOS render or the SIP/RTP loop always wins.
 BACKGROUND_NICE = 19
+# SOS-time renders yield to the service process itself: its RTP pacing, SIP timers and SOS receipts
+# are real-time work, a render is not (the callee hears the cached opening sentence meanwhile).
+SOS_RENDER_NICE = 5
 
 
 @dataclass(frozen=True, slots=True)

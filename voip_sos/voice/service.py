@@ -37,7 +37,15 @@ from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
 from voip_sos.voice.models import VoiceSpec
 from voip_sos.voice.prompt import Prompt, assemble, fallback_path, load_fallback, opening_only
-from voip_sos.voice.render import BACKGROUND_NICE, RenderJob, RenderResult, run_job, worker_init, worker_pid
+from voip_sos.voice.render import (
+    BACKGROUND_NICE,
+    SOS_RENDER_NICE,
+    RenderJob,
+    RenderResult,
+    run_job,
+    worker_init,
+    worker_pid,
+)
 from voip_sos.voice.templates import LANGUAGES, plain_normaliser
 
 __all__ = ["PendingPrompt", "PromptService", "SubscriberSource", "message_languages"]
@@ -154,7 +162,7 @@ class PromptService:
                 self.cfg.voice.sos_jobs,
                 mp_context=ctx,
                 initializer=worker_init,
-                initargs=(0, preload, self.settings),
+                initargs=(SOS_RENDER_NICE, preload, self.settings),
             )
         return ProcessPoolExecutor(
             self.cfg.voice.prerender_jobs,
