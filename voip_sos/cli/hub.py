@@ -22,7 +22,7 @@ import signal
 import sys
 from typing import Any
 
-from voip_sos.config import parse_hostport
+from voip_sos.config_values import parse_hostport
 from voip_sos.logs import setup_logging
 
 

@@ -14,7 +14,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from voip_sos.config import Config, HostPort, parse_hostport
+from voip_sos.config import Config
+from voip_sos.config_values import HostPort, parse_hostport
 from voip_sos.directory import Directory
 from voip_sos.sos.retry import GIVE_UP_S
 from voip_sos.sos.wire import MsgType

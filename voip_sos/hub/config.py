@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voip_sos.config import (
+from voip_sos.config import load_sections, markdown_table, render_effective
+from voip_sos.config_values import (
     HostPort,
     _resolve_path,
     _show,
     key,
-    load_sections,
     map_of_str,
-    markdown_table,
     one_of,
     parse_hostport,
     parse_optional_hostport,
@@ -29,7 +28,6 @@ from voip_sos.config import (
     parse_optional_str,
     parse_positive_int,
     parse_str,
-    render_effective,
 )
 
 __all__ = [

