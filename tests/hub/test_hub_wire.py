@@ -93,7 +93,7 @@ def _raw(
     mtype: int = 0x21, flags: int = 0, reserved: int = 0, body: bytes = b"", ip: bytes | None = None
 ) -> bytes:
     ip = ip if ip is not None else b"\x00" * 10 + b"\xff\xff" + bytes([10, 0, 0, 1])
-    head = wire._HEADER.pack(1, mtype, flags, reserved, RID, 1, 2, ip, len(body))
+    head = wire.HEADER.pack(1, mtype, flags, reserved, RID, 1, 2, ip, len(body))
     data = head + body
     return data + wire.mac_of(KEY, data)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import enum
 import hmac
-import ipaddress
-import struct
 from dataclasses import dataclass, field
 
 from voip_sos.errors import LocalProtocolError, RemoteProtocolError
-from voip_sos.sos.wire import mac_of
+
+# The same header layout and carried-IP field as the SOS protocol (docs/hub-protocol.md).
+from voip_sos.sos.wire import HEADER, ip_bytes, mac_of, parse_ip
 
 __all__ = [
     "HEADER_BYTES",
@@ -43,9 +43,6 @@ MIN_DATAGRAM_BYTES = HEADER_BYTES + MAC_BYTES
 # Same bound as the SOS protocol: one IPv6 minimum-MTU packet, never fragmented (RFC 8200 §5).
 MAX_DATAGRAM_BYTES = 1200
 MAX_TEXT_BYTES = 64
-
-_HEADER = struct.Struct("!BBBB16sIQ16sH")
-assert _HEADER.size == HEADER_BYTES
 
 
 class MsgType(enum.IntEnum):
@@ -173,16 +170,6 @@ class Message:
         return hmac.compare_digest(mac_of(key, self.signed), self.mac)
 
 
-def _ip_bytes(ip: str) -> bytes:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        raise LocalProtocolError(f"not an IP address: {ip!r}") from None
-    if isinstance(addr, ipaddress.IPv4Address):
-        return b"\x00" * 10 + b"\xff\xff" + addr.packed  # IPv4-mapped, RFC 4291 §2.5.5.2
-    return addr.packed
-
-
 def _present(msg: Message) -> dict[FieldType, object]:
     return {ft: getattr(msg, attr) for ft, attr in _ATTR.items() if getattr(msg, attr) is not None}
 
@@ -237,7 +224,7 @@ def encode(msg: Message, key: bytes) -> bytes:
             raw = bytes((value,))
         parts.append(bytes((ftype, len(raw))) + raw)
     body = b"".join(parts)
-    header = _HEADER.pack(
+    header = HEADER.pack(
         VERSION,
         msg.type,
         int(msg.flags),
@@ -245,7 +232,7 @@ def encode(msg: Message, key: bytes) -> bytes:
         msg.request_id,
         msg.seq,
         msg.timestamp_ms,
-        _ip_bytes(msg.ip),
+        ip_bytes(msg.ip),
         len(body),
     )
     data = header + body
@@ -267,7 +254,7 @@ def parse(data: bytes) -> Message:
         raise RemoteProtocolError(
             f"datagram of {size} bytes is shorter than the minimum {MIN_DATAGRAM_BYTES}"
         )
-    _, raw_type, raw_flags, reserved, request_id, seq, ts_ms, raw_ip, body_len = _HEADER.unpack_from(data)
+    _, raw_type, raw_flags, reserved, request_id, seq, ts_ms, raw_ip, body_len = HEADER.unpack_from(data)
     try:
         mtype = MsgType(raw_type)
     except ValueError:
@@ -281,10 +268,7 @@ def parse(data: bytes) -> Message:
         raise RemoteProtocolError(
             f"datagram of {size} bytes does not match body length {body_len} (expected {expected})"
         )
-    addr = ipaddress.IPv6Address(raw_ip)
-    shown: ipaddress.IPv4Address | ipaddress.IPv6Address = addr.ipv4_mapped or addr
-    if shown.is_unspecified or shown.is_multicast:
-        raise RemoteProtocolError(f"carried IP {shown.compressed} is not a unicast address")
+    ip = parse_ip(raw_ip)
     end = HEADER_BYTES + body_len
     values = _parse_body(mtype, data[HEADER_BYTES:end])
     return Message(
@@ -292,7 +276,7 @@ def parse(data: bytes) -> Message:
         request_id=request_id,
         seq=seq,
         timestamp_ms=ts_ms,
-        ip=shown.compressed,
+        ip=ip,
         flags=Flag(raw_flags),
         signed=data[:end],
         mac=data[end:],

@@ -49,8 +49,8 @@ MAX_TEXT_BYTES = 200
 
 # version u8 | type u8 | flags u8 | reserved u8 | request id 16 | seq u32 | timestamp ms u64 |
 # carried IP 16 | body length u16 -- all big-endian (network order).
-_HEADER = struct.Struct("!BBBB16sIQ16sH")
-assert _HEADER.size == HEADER_BYTES
+HEADER = struct.Struct("!BBBB16sIQ16sH")
+assert HEADER.size == HEADER_BYTES
 
 
 class MsgType(enum.IntEnum):
@@ -189,7 +189,8 @@ def mac_of(key: bytes, data: bytes) -> bytes:
 # Encoding
 
 
-def _ip_bytes(ip: str) -> bytes:
+def ip_bytes(ip: str) -> bytes:
+    """The 16-byte carried-IP field (IPv4 as IPv4-mapped IPv6); shared with the hub protocol."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -238,7 +239,7 @@ def encode(msg: Message, key: bytes) -> bytes:
     if msg.test and msg.type is not MsgType.SOS:
         raise LocalProtocolError("TEST flag only allowed on SOS")
     body = _body(msg)
-    header = _HEADER.pack(
+    header = HEADER.pack(
         VERSION,
         msg.type,
         int(msg.flags),
@@ -246,7 +247,7 @@ def encode(msg: Message, key: bytes) -> bytes:
         msg.request_id,
         msg.seq,
         msg.timestamp_ms,
-        _ip_bytes(msg.ip),
+        ip_bytes(msg.ip),
         len(body),
     )
     data = header + body
@@ -310,7 +311,7 @@ def parse(data: bytes) -> Message:
         raise RemoteProtocolError(
             f"datagram of {size} bytes is shorter than the minimum {MIN_DATAGRAM_BYTES}"
         )
-    _, raw_type, raw_flags, reserved, request_id, seq, ts_ms, raw_ip, body_len = _HEADER.unpack_from(data)
+    _, raw_type, raw_flags, reserved, request_id, seq, ts_ms, raw_ip, body_len = HEADER.unpack_from(data)
     try:
         mtype = MsgType(raw_type)
     except ValueError:
@@ -327,7 +328,7 @@ def parse(data: bytes) -> Message:
         raise RemoteProtocolError(
             f"datagram of {size} bytes does not match body length {body_len} (expected {expected})"
         )
-    ip = _parse_ip(raw_ip)
+    ip = parse_ip(raw_ip)
     end = HEADER_BYTES + body_len
     values = _parse_body(mtype, data[HEADER_BYTES:end])
     return Message(
@@ -343,7 +344,8 @@ def parse(data: bytes) -> Message:
     )
 
 
-def _parse_ip(raw: bytes) -> str:
+def parse_ip(raw: bytes) -> str:
+    """The carried-IP field back to text; refuses unspecified and multicast addresses."""
     addr = ipaddress.IPv6Address(raw)
     mapped = addr.ipv4_mapped
     shown: ipaddress.IPv4Address | ipaddress.IPv6Address = mapped if mapped is not None else addr
