@@ -110,8 +110,16 @@ class Recorder:
         if events:
             self._append(conn, events)
 
-    def close(self, conn: Connection, incident_id: int, at: datetime, reason: str, state: str) -> bool:
-        return self._close(conn, incident_id, at, reason, state)
+    def close(
+        self,
+        conn: Connection,
+        incident_id: int,
+        at: datetime,
+        reason: str,
+        state: str,
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        return self._close(conn, incident_id, at, reason, state, detail or {})
 
     def _append(self, conn: Connection, events: Sequence[EventRecord]) -> None:
         conn.execute(
@@ -254,7 +262,7 @@ class Recorder:
             if open_id is not None and item.kind == "sos" and not item.test and self._is_test(conn, open_id):
                 # A real press must never join a test incident (which calls only the test number):
                 # the test is closed and the emergency gets an incident of its own.
-                self._close(conn, open_id, item.at, "superseded_by_real_sos", "closed")
+                self._close(conn, open_id, item.at, "superseded_by_real_sos", "closed", {})
                 open_id = None
             opened = False
             if item.kind == "sos" and open_id is None:
@@ -272,7 +280,7 @@ class Recorder:
                     conn, [EventRecord(open_id, "incident_opened", item.at, {"uid": item.uid, **item.lookup})]
                 )
             if item.kind == "cancel":
-                closed = self._close(conn, open_id, item.at, "false_alarm", "cancelled")
+                closed = self._close(conn, open_id, item.at, "false_alarm", "cancelled", {})
                 return Recorded(open_id, closed=closed)
             return Recorded(open_id, opened=opened)
         raise RuntimeError(f"request {item.request_id.hex()} kept racing with another backend")
@@ -321,7 +329,15 @@ class Recorder:
         )
         return (conn.execute(stmt)).scalar_one_or_none() is not None
 
-    def _close(self, conn: Connection, incident_id: int, at: datetime, reason: str, state: str) -> bool:
+    def _close(
+        self,
+        conn: Connection,
+        incident_id: int,
+        at: datetime,
+        reason: str,
+        state: str,
+        detail: dict[str, Any],
+    ) -> bool:
         result = conn.execute(
             update(incidents)
             .where(incidents.c.id == incident_id, incidents.c.closed_at.is_(None))
@@ -330,6 +346,7 @@ class Recorder:
         if not result.rowcount:
             return False
         self._append(
-            conn, [EventRecord(incident_id, "incident_closed", at, {"state": state, "reason": reason})]
+            conn,
+            [EventRecord(incident_id, "incident_closed", at, {**detail, "state": state, "reason": reason})],
         )
         return True

@@ -563,8 +563,11 @@ class IncidentRunner:
     # -- closing and resuming ----------------------------------------------------------------------
 
     async def _close_incident(self, live: _Live, reason: str) -> None:
-        await self._store.close(live.id, _wall(), reason)
-        await self._append(live, "incident_closed", {"reason": reason, "reached": live.core.reached})
+        outcome = {"reached": live.core.reached}
+        if not await self._store.close(live.id, _wall(), reason, detail=outcome):
+            # Closed already (a CANCEL closes the incident in the store at once); its calls have
+            # only now ended: record how they ended, once.
+            await self._append(live, "calls_finished", {"reason": reason, **outcome})
         if reason == "unreached":
             live.log.error("nobody confirmed after all retries", extra={"reason": reason})
         else:

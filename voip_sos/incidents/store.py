@@ -132,9 +132,18 @@ class IncidentStore:
         if events:
             await self._write(lambda conn: self._recorder.append(conn, events))
 
-    async def close(self, incident_id: int, at: datetime, reason: str, state: str = "closed") -> bool:
-        """Close an open incident; False if it was not open."""
-        return await self._write(lambda conn: self._recorder.close(conn, incident_id, at, reason, state))
+    async def close(
+        self,
+        incident_id: int,
+        at: datetime,
+        reason: str,
+        state: str = "closed",
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """Close an open incident (logging `incident_closed` with `detail`); False if it was not open."""
+        return await self._write(
+            lambda conn: self._recorder.close(conn, incident_id, at, reason, state, detail)
+        )
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -168,7 +168,6 @@ class _Builder:
         elif kind == "cancel_received":
             self.step(e, "cancelled")
         elif kind == "incident_closed":
-            # Both the store (state, reason) and the runner (reason, reached) log a close: show one.
             if not self.closed_logged:
                 self.closed_logged = True
                 self.step(e, "closed", reason=str(d.get("reason") or ""))
