@@ -21,7 +21,7 @@ from voip_sos.aio.sos_listener import SosListenerProtocol, start_sos_listener
 from voip_sos.aio.user_agent import IncomingCallRequest, UserAgent
 from voip_sos.config import Config, SosConfig
 from voip_sos.directory import Directory
-from voip_sos.errors import ConfigError
+from voip_sos.errors import ConfigError, LocalProtocolError
 from voip_sos.incidents.recording import Recorded, RequestRecord
 from voip_sos.incidents.runner import IncidentRunner
 from voip_sos.incidents.store import IncidentStore
@@ -167,7 +167,17 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
         proto_ref: list[SosListenerProtocol] = []
 
         def send_status(incident_id: int, ip: str, status: Any, detail: str | None = None) -> int:
-            return proto_ref[0].send_status(incident_id, ip, status, detail) if proto_ref else 0
+            if not proto_ref:
+                return 0
+            try:
+                return proto_ref[0].send_status(incident_id, ip, status, detail)
+            except LocalProtocolError as exc:
+                # The listener knows where an STB is only once it has heard from it (after a restart
+                # it has not yet; at shutdown its sessions are gone): the TV learns at its next contact.
+                logger.warning(
+                    "STATUS not sent", extra={"incident": incident_id, "stb": ip, "reason": str(exc)}
+                )
+                return 0
 
         runner = IncidentRunner(
             cfg, directory, store, ua, prompts, SipMessageTransport(ua), send_status, links, metrics
