@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from voip_sos.sos.listener import DROP_REASONS
 
@@ -58,6 +58,12 @@ class Metrics:
         self._render_queue = Gauge(
             f"{PREFIX}_render_queue_length", "Voice messages waiting to be rendered", registry=r
         )
+        self._receipt = Histogram(
+            f"{PREFIX}_sos_receipt_seconds",
+            "From an SOS request's arrival to its RECEIPT (recorded durably), first answers only",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self._rejected = Counter(
             f"{PREFIX}_sos_rejected", "SOS datagrams dropped or refused, by reason", ["reason"], registry=r
         )
@@ -98,6 +104,9 @@ class Metrics:
 
     def render_queue(self, n: int) -> None:
         self._render_queue.set(n)
+
+    def sos_receipt(self, seconds: float) -> None:
+        self._receipt.observe(seconds)
 
     def sos_rejected(self, reason: str, n: int = 1) -> None:
         """`n` SOS datagrams dropped or refused for `reason` (the listener's DROP_REASONS)."""

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from rtp_audio import dtmf_sequence
 
+from voip_sos.aio.media_thread import ThreadedRtpEngine
 from voip_sos.aio.rtp_transport import GRID_S, RtpEngine, RtpSession
 from voip_sos.config import PortRange
 from voip_sos.errors import MediaError
@@ -67,9 +68,16 @@ async def sink() -> Sink:
     return proto
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[RtpEngine]:
-    e = RtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
+@pytest.fixture(params=["on the loop", "on the media thread"])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Every test below runs against both engines: the one on the caller's loop (tools, tests) and
+    the one on a media thread of its own (`serve`, voip_sos/aio/media_thread.py)."""
+    e: Any
+    if request.param == "on the loop":
+        e = RtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
+    else:
+        e = ThreadedRtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
+        await e.start()
     try:
         yield e
     finally:

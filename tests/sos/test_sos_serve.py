@@ -156,6 +156,38 @@ async def test_kill_9_right_after_receipt_loses_nothing(tmp_path: Path) -> None:
     assert "stopping: finishing requests in flight" in log and " stopped " in log
 
 
+async def test_a_killed_listener_process_is_replaced_and_the_press_still_starts_its_incident(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of serve's SOS listener process (not of serve): serve starts a new one on the same
+    socket, the press sent meanwhile waits in the kernel or is retransmitted, gets its RECEIPT, and
+    its incident is started."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"
+    await _provisioned(url, 3)
+    serve = Serve(tmp_path, url)
+    with serving(serve):
+        text = serve.log.read_text(encoding="utf-8")
+        child = int(re.search(r"SOS listener ready .*pid=(\d+)", text).group(1))  # type: ignore[union-attr]
+        os.kill(child, signal.SIGKILL)
+        c = await open_stb_client(stb_ip(2), secret_of(2), [serve.address], give_up_s=20)
+        try:
+            ans = await c.request(MsgType.SOS)
+        finally:
+            c.close()
+        assert isinstance(ans, ReceiptReceived)
+        log = serve.log.read_text(encoding="utf-8")
+        assert "SOS listener process ended unexpectedly" in log
+        restarted = re.search(r"SOS listener process restarted .*pid=(\d+)", log)
+        assert restarted is not None and int(restarted.group(1)) != child
+        deadline = time.monotonic() + 10
+        while "incident started" not in serve.log.read_text(encoding="utf-8"):
+            assert time.monotonic() < deadline, serve.log.read_text(encoding="utf-8")
+            await asyncio.sleep(0.1)
+        assert serve.stop() == 0
+    count, _ = await _incidents(url)
+    assert count == 1
+
+
 async def test_sigterm_during_a_surge_keeps_every_receipt_recorded(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"
     await _provisioned(url, 60)

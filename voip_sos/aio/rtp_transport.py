@@ -17,11 +17,13 @@ import heapq
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from voip_sos.aio.udp import BatchUdpTransport
 from voip_sos.config import PortRange
 from voip_sos.errors import MediaError, ProtocolError
 from voip_sos.logs import bind
@@ -243,6 +245,7 @@ class RtpEngine:
         self._loop = asyncio.get_running_loop()
         self._wall_offset_s = time.time() - self._loop.time()
         self._in_use: set[int] = set()
+        self._ports_lock = threading.Lock()
         self._next_port = ports.first
         self._sessions: set[RtpSession] = set()
         # The calendar: tick index (due time / GRID_S) -> sessions due then; a heap of the indices.
@@ -255,6 +258,21 @@ class RtpEngine:
         self, *, on_event: EventCallback | None = None, log_context: dict[str, object] | None = None
     ) -> RtpSession:
         """Bind the next free even/odd port pair; raises MediaError when the range is exhausted."""
+        return self.open_now(on_event=on_event, log_context=log_context)
+
+    def open_now(
+        self, *, on_event: EventCallback | None = None, log_context: dict[str, object] | None = None
+    ) -> RtpSession:
+        """`open` without a loop turn (a call's INVITE waits for its ports)."""
+        session, rtp_sock, rtcp_sock = self.bind_session(on_event=on_event, log_context=log_context)
+        self.adopt(session, rtp_sock, rtcp_sock)
+        return session
+
+    def bind_session(
+        self, *, on_event: EventCallback | None = None, log_context: dict[str, object] | None = None
+    ) -> tuple[RtpSession, socket.socket, socket.socket]:
+        """The part of `open_now` that may run on another thread: bind the port pair, make the
+        session. `adopt` (on this engine's loop) then starts serving it."""
         rtp_sock, rtcp_sock, port = self._bind_pair()
         core = MediaSession(
             symmetric=self.symmetric,
@@ -265,22 +283,26 @@ class RtpEngine:
             inactivity_s=self.inactivity_s,
         )
         session = RtpSession(self, port, core, on_event, log_context or {})
+        return session, rtp_sock, rtcp_sock
+
+    def adopt(self, session: RtpSession, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
+        """Serve a session made by `bind_session` (on this engine's loop)."""
+        port = session.local_port
         try:
-            session._rtp, rtp_end = await self._loop.create_datagram_endpoint(
-                lambda: _Endpoint(session, rtcp=False), sock=rtp_sock
-            )
-            session._rtcp, rtcp_end = await self._loop.create_datagram_endpoint(
-                lambda: _Endpoint(session, rtcp=True), sock=rtcp_sock
-            )
+            # Built in place, without a loop turn: a call's INVITE waits for its RTP ports, and in a
+            # surge every turn of the loop is long.
+            rtp_end, rtcp_end = _Endpoint(session, rtcp=False), _Endpoint(session, rtcp=True)
+            session._rtp = BatchUdpTransport(self._loop, rtp_sock, rtp_end)
+            session._rtcp = BatchUdpTransport(self._loop, rtcp_sock, rtcp_end)
             session._endpoints = [rtp_end, rtcp_end]
         except BaseException:
             rtp_sock.close()
             rtcp_sock.close()
-            self._in_use.discard(port)
+            with self._ports_lock:
+                self._in_use.discard(port)
             raise
         self._sessions.add(session)
         session._log.info("rtp opened")
-        return session
 
     async def close(self) -> None:
         """Close every session still open."""
@@ -295,6 +317,10 @@ class RtpEngine:
         return len(self._sessions)
 
     def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
+        with self._ports_lock:  # ports are taken on the SIP thread, given back on the media thread
+            return self._bind_pair_locked()
+
+    def _bind_pair_locked(self) -> tuple[socket.socket, socket.socket, int]:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         pairs = (self.ports.last - self.ports.first + 1) // 2
         for _ in range(pairs):
@@ -319,7 +345,8 @@ class RtpEngine:
 
     def _release(self, session: RtpSession) -> None:
         self._sessions.discard(session)
-        self._in_use.discard(session.local_port)
+        with self._ports_lock:
+            self._in_use.discard(session.local_port)
 
     # --- the shared scheduler ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from voip_sos.aio.udp import open_batch_udp
 from voip_sos.errors import ProtocolError
 from voip_sos.sip.agent import Outgoing
 from voip_sos.sip.agent_calls import SipAgent
@@ -56,6 +57,9 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
+
+    def batch_done(self) -> None:
+        self.owner._arm()
 
 
 class _Tcp(asyncio.Protocol):
@@ -145,9 +149,8 @@ class SipTransport:
         # kernel caps this at net.core.rmem_max.
         with contextlib.suppress(OSError):
             udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF_BYTES)
-        self._udp, self._udp_protocol = await self._loop.create_datagram_endpoint(
-            lambda: _Udp(self), sock=udp_sock
-        )
+        # Drained many datagrams per wakeup: a surge's answers must not wait a loop turn each.
+        self._udp, self._udp_protocol = await open_batch_udp(udp_sock, lambda: _Udp(self))
         if tcp:
             self._server = await self._loop.create_server(lambda: _Tcp(self), host, port, reuse_address=True)
         self.pump()
@@ -179,7 +182,9 @@ class SipTransport:
             self.agent.receive_datagram(data, addr, self._loop.time(), "UDP")
         except Exception:  # never let one datagram kill the listener (STYLE.md §5)
             log.exception("sip core failed on a datagram from %s", addr)
-        self.pump()
+        # The timer is re-armed once per batch of datagrams (`_Udp.batch_done`): finding the next
+        # deadline walks every transaction, and a surge's batch holds hundreds of datagrams.
+        self.pump(arm=False)
 
     def _on_message(self, msg: Any, addr: Addr) -> None:
         if self.trace is not None:
@@ -201,8 +206,9 @@ class SipTransport:
 
     # -- output -------------------------------------------------------------------------------------
 
-    def pump(self) -> None:
-        """Send what the core queued, hand out its events, re-arm the one timer."""
+    def pump(self, *, arm: bool = True) -> None:
+        """Send what the core queued, hand out its events, re-arm the one timer (unless `arm` is
+        False: then the caller re-arms with `_arm()` soon)."""
         now = self._loop.time()
         for out in self.agent.datagrams_to_send(now):
             if self.sent is not None:
@@ -213,6 +219,10 @@ class SipTransport:
                 self.on_event(event)
             except Exception:
                 log.exception("event handler failed on %s", event)
+        if arm:
+            self._arm()
+
+    def _arm(self) -> None:
         when = self.agent.get_timer()
         if when != self._timer_at:
             if self._timer is not None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
+from voip_sos.aio.udp import open_batch_udp
 from voip_sos.directory.records import StbMatch
 from voip_sos.incidents.store import EventRecord, IncidentStore, Recorded, RequestRecord
 from voip_sos.sos.events import (
@@ -43,6 +44,7 @@ MAX_BATCH = 512
 RCVBUF_BYTES = 8 * 1024 * 1024
 LOG_FLUSH_S = 0.2
 MAX_LOG_BACKLOG = 100_000
+MAX_LATENCY_SAMPLES = 100_000
 
 _STATUS_LOG = {StatusSent: "status_sent", StatusSeen: "status_seen", StatusAbandoned: "status_unseen"}
 _KINDS = {
@@ -85,6 +87,8 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
         self._writer = self._loop.create_task(self._write_loop(), name="sos-writer")
         self._closed = asyncio.Event()
         self._closing = False
+        self.receipt_latencies: list[float] = []
+        """Seconds from arrival to RECEIPT of each first answer since the owner last took them."""
 
     # -- asyncio callbacks -----------------------------------------------------------------------
 
@@ -96,9 +100,12 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
             return
         try:
             self.core.receive_datagram(data, (addr[0], addr[1]), self._loop.time())
-            self._pump()
+            self._pump(arm=False)  # re-armed once per batch: batch_done
         except Exception:  # nothing a sender does may take the listener down
             logger.exception("SOS listener failed on a datagram", extra={"source": addr[0]})
+
+    def batch_done(self) -> None:
+        self._arm_timer()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from an STB that went away: nothing to do, the core resends or gives up.
@@ -141,7 +148,7 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
 
     # -- plumbing ----------------------------------------------------------------------------------------
 
-    def _pump(self) -> None:
+    def _pump(self, *, arm: bool = True) -> None:
         now = self._loop.time()
         while (ev := self.core.next_event()) is not None:
             if isinstance(ev, RequestParsed):
@@ -151,6 +158,8 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
             elif isinstance(ev, ReceiptSent):
                 if ev.incident_id and not ev.again and ev.kind is not MsgType.HEARTBEAT:
                     self._add_log(ev.incident_id, "receipt_sent", {"request_id": ev.request_id.hex()})
+                if not ev.again and len(self.receipt_latencies) < MAX_LATENCY_SAMPLES:
+                    self.receipt_latencies.append(ev.elapsed_s)
             elif isinstance(ev, RejectSent):
                 pass  # counted and logged by the core; no incident to attach it to
             elif isinstance(ev, StatusSent | StatusSeen | StatusAbandoned):
@@ -160,7 +169,8 @@ class SosListenerProtocol(asyncio.DatagramProtocol):
             # A socket closing at shutdown takes nothing more; what was queued is dropped with it.
             for data, addr in self.core.datagrams_to_send(now):
                 self._transport.sendto(data, addr)
-        self._arm_timer()
+        if arm:
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
         when = self.core.get_timer()
@@ -293,16 +303,23 @@ async def start_sos_listener(
     directory: Lookup,
     store: IncidentStore,
     on_recorded: OnRecorded | None = None,
+    *,
+    sock: socket.socket | None = None,
 ) -> SosListenerProtocol:
-    """Bind the SOS socket and start serving; `await proto.close()` stops it."""
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: SosListenerProtocol(settings, directory, store, on_recorded),
-        local_addr=(host, port),
-        family=family,
+    """Bind the SOS socket (or serve an already bound `sock`) and start; `await proto.close()` stops it."""
+    if sock is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+    # Drained many datagrams per wakeup (a surge of presses arrives faster than one per loop turn).
+    transport, proto = await open_batch_udp(
+        sock, lambda: SosListenerProtocol(settings, directory, store, on_recorded)
     )
-    sock = transport.get_extra_info("socket")
+    bound = transport.get_extra_info("socket")
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
     return proto

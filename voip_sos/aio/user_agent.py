@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from voip_sos.aio.media_thread import ThreadedRtpEngine, ThreadedRtpSession
 from voip_sos.aio.rtp_transport import RtpEngine, RtpSession
 from voip_sos.aio.sip_transport import SipTransport, local_address_towards
 from voip_sos.config import Config, HostPort
@@ -28,6 +29,8 @@ from voip_sos.rtp import Prompt, RtpEvent
 from voip_sos.rtp.g711 import Codec
 from voip_sos.sip import AgentConfig, Location, MediaParams, SipAgent, TimerConfig
 from voip_sos.sip import events as sev
+
+Media = RtpSession | ThreadedRtpSession
 
 __all__ = [
     "Answered",
@@ -107,7 +110,7 @@ class RegistrationResult:
 class Call:
     """One call. Read `events` (an asyncio.Queue) or await `answered()` / `ended()`."""
 
-    def __init__(self, ua: UserAgent, call_id: str, media: RtpSession) -> None:
+    def __init__(self, ua: UserAgent, call_id: str, media: Media) -> None:
         self.ua = ua
         self.call_id = call_id
         self.media = media
@@ -210,13 +213,17 @@ class UserAgent:
         *,
         on_incoming: IncomingHandler | None = None,
         rtp_host: str | None = None,
+        media_thread: bool = False,
     ) -> None:
+        """`media_thread`: run RTP on its own thread and loop (voip_sos/aio/media_thread.py), as
+        `serve` does; tools and tests keep it on the caller's loop."""
         self.config = config
         self.on_incoming = on_incoming
         self._rtp_host = rtp_host
+        self._media_thread = media_thread
         self._agent: SipAgent | None = None
         self.transport: SipTransport | None = None
-        self.engine: RtpEngine | None = None
+        self.engine: RtpEngine | ThreadedRtpEngine | None = None
         self.calls: dict[str, Call] = {}
         self._registration_waiters: list[asyncio.Future[RegistrationResult]] = []
         self._message_waiters: dict[str, asyncio.Future[tuple[int | None, str]]] = {}
@@ -260,9 +267,17 @@ class UserAgent:
         self.transport = SipTransport(self.agent, self._on_sip_event)
         await self.transport.start(udp)
         rtp_host = self._rtp_host or (host if host not in ("0.0.0.0", "::") else "0.0.0.0")
-        self.engine = RtpEngine(
-            ports=self.config.rtp.ports, host=rtp_host, symmetric=self.config.rtp.public_ip is None
-        )
+        rtp_args: dict[str, Any] = {
+            "ports": self.config.rtp.ports,
+            "host": rtp_host,
+            "symmetric": self.config.rtp.public_ip is None,
+        }
+        if self._media_thread:
+            threaded = ThreadedRtpEngine(**rtp_args)
+            await threaded.start()
+            self.engine = threaded
+        else:
+            self.engine = RtpEngine(**rtp_args)
         self._media_address = self.config.rtp.public_ip or contact_host
         log.info("user agent started", extra={"sip": f"{contact_host}:{port}"})
 
@@ -346,8 +361,34 @@ class UserAgent:
         ring_timeout_s: float | None = None,
     ) -> Call:
         """Place a call; returns at once with a `Call` whose events tell how it goes."""
+        return self.call_now(
+            number,
+            prompt,
+            loop,
+            gap_s,
+            max_s,
+            display_name=display_name,
+            priority=priority,
+            location=location,
+            ring_timeout_s=ring_timeout_s,
+        )
+
+    def call_now(
+        self,
+        number: str,
+        prompt: Prompt | None,
+        loop: bool = True,
+        gap_s: float = 1.0,
+        max_s: float | None = None,
+        *,
+        display_name: str | None = None,
+        priority: str | None = None,
+        location: Location | None = None,
+        ring_timeout_s: float | None = None,
+    ) -> Call:
+        """`call` without leaving the caller's callback: the INVITE is on the wire when it returns."""
         assert self.engine is not None
-        media = await self.engine.open(log_context={"number": number})
+        media = self.engine.open_now(log_context={"number": number})
         try:
             call_id = self.agent.invite(
                 number,
@@ -359,7 +400,7 @@ class UserAgent:
                 location=location,
             )
         except VoipSosError:
-            await media.close()
+            self._spawn(media.close())
             raise
         call = self._new_call(call_id, media, prompt, loop, gap_s, max_s)
         if ring_timeout_s is not None:
@@ -370,7 +411,7 @@ class UserAgent:
     def _new_call(
         self,
         call_id: str,
-        media: RtpSession,
+        media: Media,
         prompt: Prompt | None,
         loop: bool,
         gap_s: float,

@@ -100,10 +100,12 @@ class Call:
     def ended(self) -> bool:
         return self.state is CallState.ENDED
 
-    def deadlines(self) -> list[float]:
-        return [
-            t for t in (self.refresh_at, self.expire_at, self.give_up_at, self.forget_at) if t is not None
-        ]
+    def next_deadline(self) -> float | None:
+        best = self.refresh_at
+        for t in (self.expire_at, self.give_up_at, self.forget_at):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def schedule_session_timer(self, expires_s: int, we_refresh: bool, now: float) -> None:
         """RFC 4028 §10: the refresher sends a refresh at half the interval; the other side ends

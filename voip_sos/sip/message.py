@@ -10,6 +10,7 @@ lookups are by canonical name, so `i:` and `Call-ID:` are the same header.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -96,8 +97,10 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_name(name: str) -> str:
-    """`i`, `call-id` and `CALL-ID` all become `Call-ID`."""
+    """`i`, `call-id` and `CALL-ID` all become `Call-ID`. Memoised: every header lookup compares
+    each field's name this way, and a busy agent does hundreds of thousands of them a second."""
     low = name.strip().lower()
     if len(low) == 1 and low in _COMPACT:
         return _COMPACT[low]

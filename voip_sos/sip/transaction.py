@@ -80,12 +80,49 @@ class _Transaction:
         self.timers = timers
         self.state = S.TERMINATED
         self._outgoing: list[tuple[bytes, str]] = []
-        self._retransmit_at: float | None = None
+        # The earliest of the three timers, kept up to date by their setters: the agent asks every
+        # transaction for it after every datagram, so it must cost an attribute read, not a min().
+        self.timer_at: float | None = None
+        self._r: float | None = None
+        self._d: float | None = None
+        self._e: float | None = None
         self._interval = timers.t1
-        self._deadline_at: float | None = None
-        self._end_at: float | None = None
         self.timed_out = False
         self.retransmissions = 0
+
+    def _timers_changed(self) -> None:
+        best = self._r
+        for t in (self._d, self._e):
+            if t is not None and (best is None or t < best):
+                best = t
+        self.timer_at = best
+
+    @property
+    def _retransmit_at(self) -> float | None:
+        return self._r
+
+    @_retransmit_at.setter
+    def _retransmit_at(self, when: float | None) -> None:
+        self._r = when
+        self._timers_changed()
+
+    @property
+    def _deadline_at(self) -> float | None:
+        return self._d
+
+    @_deadline_at.setter
+    def _deadline_at(self, when: float | None) -> None:
+        self._d = when
+        self._timers_changed()
+
+    @property
+    def _end_at(self) -> float | None:
+        return self._e
+
+    @_end_at.setter
+    def _end_at(self, when: float | None) -> None:
+        self._e = when
+        self._timers_changed()
 
     @property
     def reliable(self) -> bool:
@@ -109,8 +146,7 @@ class _Transaction:
         return out
 
     def get_timer(self) -> float | None:
-        deadlines = [t for t in (self._retransmit_at, self._deadline_at, self._end_at) if t is not None]
-        return min(deadlines) if deadlines else None
+        return self.timer_at
 
     @property
     def terminated(self) -> bool:

@@ -64,6 +64,8 @@ class ReceiptSent:
     """What was answered (SOS, CANCEL, UPDATE, HEARTBEAT)."""
     again: bool
     """True when the request had been answered before (retransmission or replay: nothing started)."""
+    elapsed_s: float = 0.0
+    """From the datagram's arrival to this RECEIPT (the listener's own share of the STB's wait)."""
 
 
 @dataclass(frozen=True, slots=True)

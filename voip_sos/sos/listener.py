@@ -93,6 +93,7 @@ class _Pending:
     message: Message
     source: Addr
     received_wall: float
+    received: float
     key: bytes = b""
 
 
@@ -226,7 +227,7 @@ class SosListener:
             return
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._pending[ticket] = _Pending(msg, addr, self._wall())
+        self._pending[ticket] = _Pending(msg, addr, self._wall(), now)
         self._in_flight[msg.request_id] = ticket
         self._events.append(RequestParsed(ticket, msg.ip))
 
@@ -314,7 +315,9 @@ class SosListener:
         while len(self._answered) > self.settings.receipt_cache:
             self._answered.popitem(last=False)
         self._out.append((reply, p.source))
-        self._events.append(ReceiptSent(msg.request_id, incident_id, msg.ip, msg.type, again))
+        self._events.append(
+            ReceiptSent(msg.request_id, incident_id, msg.ip, msg.type, again, max(0.0, now - p.received))
+        )
 
     def refused(self, ticket: int, reason: RejectReason, now: float) -> None:
         """The request cannot be carried out (e.g. CANCEL without an open incident); queues a REJECT."""
