@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from voip_sos.directory.records import Contact
@@ -187,6 +189,58 @@ def test_codes_follow_up_once_to_everyone_told() -> None:
     core.handle_event(CodesUpdated(door_code=None, parking_code="P-7731"), 3.0)
     sms = [s for s in drain(core) if isinstance(s, SendSms)]
     assert [(s.door_code, s.parking_code) for s in sms] == [("482913", "P-7731")] * 2
+
+
+def codes_sms(cmds: list[Command]) -> list[tuple[str | None, str | None]]:
+    return [(s.door_code, s.parking_code) for s in cmds if isinstance(s, SendSms) and s.kind is SmsKind.CODES]
+
+
+def test_hub_codes_are_authoritative_and_the_stb_repeat_is_recognised() -> None:
+    core = IncidentCore("I1", POLICY, CONTACTS[:1], "en")
+    core.start(0.0)
+    drain(core)
+    core.handle_event(CodesUpdated("482913", None, from_hub=True), 1.0)
+    assert codes_sms(drain(core)) == [("482913", None)] * 2
+    core.handle_event(CodesUpdated("482913", None), 1.1)  # the STB's UPDATE with the same code
+    assert drain(core) == []
+    core.handle_event(CodesUpdated("999999", None), 1.2)  # an STB code that differs: the hub's stands
+    assert drain(core) == []
+    core.handle_event(CodesUpdated("999999", "P-1"), 1.3)  # but a part the hub has not reported counts
+    assert codes_sms(drain(core)) == [("482913", "P-1")] * 2
+    core.handle_event(CodesUpdated(None, "P-2", from_hub=True), 1.4)  # the hub corrects the STB
+    assert codes_sms(drain(core)) == [("482913", "P-2")] * 2
+
+
+def test_codes_settle_window_sends_one_text_with_both_codes() -> None:
+    policy = dataclasses.replace(POLICY, codes_settle_s=1.0)
+    core = IncidentCore("I1", policy, CONTACTS[:1], "en")
+    core.start(0.0)
+    drain(core)
+    ring_timeout = core.get_timer()
+    core.handle_event(CodesUpdated("482913", None, from_hub=True), 5.0)
+    assert drain(core) == [] and core.get_timer() == 6.0
+    core.handle_event(CodesUpdated("482913", None), 5.1)  # the STB repeats the door code
+    core.handle_event(CodesUpdated(None, "P-1", from_hub=True), 5.5)  # the parking pass arrives
+    core.handle_event(CodesUpdated("482913", "P-1"), 5.6)
+    assert drain(core) == [] and core.get_timer() == 6.0
+    core.handle_timer(6.0)
+    assert codes_sms(drain(core)) == [("482913", "P-1")] * 2
+    assert core.get_timer() == ring_timeout
+    core.handle_event(CodesUpdated("482913", "P-1"), 7.0)
+    assert drain(core) == [] and core.get_timer() == ring_timeout
+
+
+def test_waiting_codes_text_goes_out_before_the_close() -> None:
+    policy = dataclasses.replace(POLICY, codes_settle_s=1.0)
+    core = IncidentCore("I1", policy, (), "en")
+    core.start(0.0)
+    drain(core)
+    core.handle_event(CallAnswered("centre#1"), 1.0)
+    core.handle_event(CodesUpdated("482913", None, from_hub=True), 2.0)
+    core.handle_event(CallEnded("centre#1", confirmed=True, answered=True, status=200), 2.5)
+    cmds = drain(core)
+    assert codes_sms(cmds) == [("482913", None)]
+    assert cmds[-1] == CloseIncident("reached")
 
 
 def test_test_mode_calls_and_texts_only_the_test_number() -> None:

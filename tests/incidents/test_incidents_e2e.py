@@ -466,6 +466,9 @@ async def test_cancel_stops_ringing_calls_but_never_cuts_an_answered_one(workdir
         assert [c["by"] for c in by_party["contact:0"]] == ["remote"], by_party  # the callee hung up
         placed = [e["detail"]["call"] for e in inc["events"] if e["kind"] == "call_placed"]
         assert sorted(placed) == ["centre#1", "contact:0#1", "contact:1#1"], placed  # no new calls
+        # The calls' end is recorded once, by the process that ended the last of them.
+        finished = [e["detail"] for e in inc["events"] if e["kind"] == "calls_finished"]
+        assert finished == [{"reason": "false_alarm", "reached": [], "after_restart": True}], finished
 
 
 async def test_kill_9_mid_call_then_restart_ends_the_call_and_resumes(workdir: Path) -> None:

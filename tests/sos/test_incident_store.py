@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -144,3 +145,32 @@ async def test_a_real_press_never_joins_a_test_incident(directory: Directory) ->
     assert test_late.incident_id == real.incident_id  # a test press during a real incident joins it
     inc = await store.get(real.incident_id)  # type: ignore[arg-type]
     assert inc is not None and not inc.test
+
+
+async def test_an_inline_store_waits_for_a_taken_lock_off_its_event_loop(directory: Directory) -> None:
+    """The SOS listener process writes on its loop's thread; when another process holds SQLite's
+    write lock, the write waits on the writer thread, and the loop goes on meanwhile."""
+    if directory.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    store = IncidentStore(directory.engine, inline=True)
+    other = sqlite3.connect(str(directory.engine.url.database), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's writer, holding the lock
+        recording = asyncio.ensure_future(store.record([req("sos", 3)]))
+        ran_meanwhile = asyncio.Event()
+
+        async def meanwhile() -> None:
+            ran_meanwhile.set()
+
+        other_task = asyncio.ensure_future(meanwhile())
+        await asyncio.wait_for(ran_meanwhile.wait(), 5)
+        await other_task
+        assert not recording.done()  # still waiting for the lock, and the loop was not blocked
+        other.execute("COMMIT")
+        (got,) = await asyncio.wait_for(recording, 10)
+        assert got.opened and got.incident_id is not None
+        # Unlocked, the same store writes in place.
+        assert (await store.record([req("sos", 4)]))[0].opened
+    finally:
+        other.close()
+        await store.aclose()

@@ -7,6 +7,7 @@ is run deliberately, and a backend refuses to start on a schema that is behind.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ __all__ = [
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlite_time(when: datetime) -> str:
+    """A naive UTC datetime as SQLAlchemy stores `DateTime` on SQLite, for raw SQL that writes rows
+    the ORM-free code reads back like every other."""
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def is_sqlite(url: str) -> bool:

@@ -152,6 +152,8 @@ class CodesUpdated:
 
     door_code: str | None
     parking_code: str | None
+    from_hub: bool = False
+    """The hub's own event (authoritative): an STB UPDATE never overrides a code the hub reported."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ class Policy:
     ring_timeout_s: float = 40.0
     max_call_s: float = 300.0
     contacts_mode: str = "parallel"
+    codes_settle_s: float = 0.0
+    """After a code arrives, wait this long for the other before the follow-up SMS (0: at once)."""
 
 
 class PartyState(enum.Enum):
@@ -126,6 +128,10 @@ class IncidentCore:
         self._told: list[tuple[str, str]] = []  # (party key, number) of every SMS sent, in order
         self._door_code: str | None = None
         self._parking_code: str | None = None
+        self._hub_door = False  # the door code came from the hub's own event (authoritative)
+        self._hub_parking = False
+        self._codes_texted: tuple[str | None, str | None] = (None, None)
+        self._codes_due_at: float | None = None  # follow-up SMS waiting for the other code
         self._status: StbStatus | None = None
         self._cancelled = False
         self._closed = False
@@ -179,6 +185,8 @@ class IncidentCore:
                       p.retry_at if p.state is PartyState.DUE else None)
             if t is not None
         ]  # fmt: skip
+        if self._codes_due_at is not None:
+            deadlines.append(self._codes_due_at)
         return min(deadlines) if deadlines else None
 
     def start(self, now: float) -> None:
@@ -210,6 +218,7 @@ class IncidentCore:
         already cost them time); an emergency SMS goes only to numbers not yet told.
         """
         self._door_code, self._parking_code = door_code, parking_code
+        self._codes_texted = (door_code, parking_code)
         self._told = list(told)
         for p in self._parties:
             if p.key in confirmed:
@@ -242,7 +251,7 @@ class IncidentCore:
 
     def handle_event(self, event: Event, now: float) -> None:
         if isinstance(event, CodesUpdated):
-            self._codes(event)
+            self._codes(event, now)
         elif isinstance(event, CancelRequested):
             self._cancel()
         elif isinstance(event, SmsSent):
@@ -267,6 +276,8 @@ class IncidentCore:
         self._maybe_close()
 
     def handle_timer(self, now: float) -> None:
+        if self._codes_due_at is not None and now >= self._codes_due_at:
+            self._text_codes()
         for p in self._parties:
             if p.state in (PartyState.DIALING, PartyState.RINGING) and p.ring_deadline is not None:
                 if now >= p.ring_deadline and not p.cancelling:
@@ -359,12 +370,40 @@ class IncidentCore:
         if waiting and not live:
             self._dial(waiting[0], now)
 
-    def _codes(self, event: CodesUpdated) -> None:
-        door = event.door_code or self._door_code
-        parking = event.parking_code or self._parking_code
-        if (door, parking) == (self._door_code, self._parking_code):
-            return  # the same codes again (hub event and STB UPDATE both carry them): text once
-        self._door_code, self._parking_code = door, parking
+    def _codes(self, event: CodesUpdated, now: float) -> None:
+        door, parking = event.door_code, event.parking_code
+        if not event.from_hub:
+            # The hub's event is authoritative: an STB UPDATE may repeat a hub code (recognised
+            # below as nothing new) or fill a part the hub has not reported, never replace one.
+            if self._hub_door and door and door != self._door_code:
+                log.warning("STB door code differs from the hub's; the hub's stands",
+                            extra={"incident": self.incident_id})  # fmt: skip
+                door = None
+            if self._hub_parking and parking and parking != self._parking_code:
+                log.warning("STB parking code differs from the hub's; the hub's stands",
+                            extra={"incident": self.incident_id})  # fmt: skip
+                parking = None
+        else:
+            self._hub_door = self._hub_door or bool(door)
+            self._hub_parking = self._hub_parking or bool(parking)
+        self._door_code = door or self._door_code
+        self._parking_code = parking or self._parking_code
+        if (self._door_code, self._parking_code) == self._codes_texted:
+            # The same codes again (hub event and STB UPDATE both carry them): text once.
+            self._codes_due_at = None
+            return
+        if self._policy.codes_settle_s <= 0:
+            self._text_codes()
+        elif self._codes_due_at is None:
+            # The door code and the parking pass usually arrive within moments of each other:
+            # one text with both instead of two.
+            self._codes_due_at = now + self._policy.codes_settle_s
+
+    def _text_codes(self) -> None:
+        self._codes_due_at = None
+        if (self._door_code, self._parking_code) == self._codes_texted:
+            return
+        self._codes_texted = (self._door_code, self._parking_code)
         for key, number in self._unique_told():
             self._sms(key, number, SmsKind.CODES)
 
@@ -412,6 +451,8 @@ class IncidentCore:
     def _maybe_close(self) -> None:
         if self._closed or any(p.state not in _FINAL for p in self._parties):
             return
+        if self._codes_due_at is not None:
+            self._text_codes()  # a waiting follow-up goes out now: nothing runs after the close
         reached = bool(self.reached)
         if self._cancelled:
             reason = "false_alarm"

@@ -26,11 +26,16 @@ class GroupCommit:
         self._flushing: asyncio.Task[None] | None = None
 
     async def append(self, record: EventRecord) -> None:
+        await self.submit(record)
+
+    def submit(self, record: EventRecord) -> asyncio.Future[None]:
+        """Queue `record` now (its place in the log is taken at once); the future is done when it is
+        durable. For a step that may go ahead while its entry is being written."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((record, done))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._flush())
-        await done
+        return done
 
     async def _flush(self) -> None:
         while self._pending:

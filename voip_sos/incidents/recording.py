@@ -23,9 +23,10 @@ from sqlalchemy.engine import Connection
 
 from voip_sos.directory.models import stbs
 from voip_sos.directory.records import Subscriber
+from voip_sos.directory.schema import sqlite_time
 from voip_sos.incidents.tables import incident_events, incidents
 
-__all__ = ["EventRecord", "Recorded", "Recorder", "RequestRecord"]
+__all__ = ["SQLITE_APPEND", "EventRecord", "Recorded", "Recorder", "RequestRecord", "sqlite_append_payload"]
 
 # Kinds of request the listener records; the event kind written for each.
 _REQUEST_EVENT = {"sos": "sos_received", "cancel": "cancel_received", "update": "update_received"}
@@ -92,11 +93,54 @@ def _json(detail: dict[str, Any]) -> str:
     return json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
 
 
+# The batch's set statements on SQLite (see Recorder._prior_requests). `WHERE true` keeps SQLite's
+# parser from reading the upsert's ON as a join constraint.
+_SQLITE_PRIOR = (
+    "SELECT request_id, incident_id FROM incident_events WHERE request_id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_OPEN_OF = (
+    "SELECT stb_ip, id, test FROM incidents "
+    "WHERE closed_at IS NULL AND stb_ip IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_OPEN = (
+    "INSERT INTO incidents (stb_ip, uid, test, state, opened_at, opened_by) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') "
+    "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING stb_ip, id"
+)
+_SQLITE_LOG_REQUESTS = (
+    "INSERT INTO incident_events (incident_id, at, kind, request_id, detail) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]') "
+    "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING request_id"
+)
+
+# SQLite: a whole batch of log entries in one statement. sqlite3 re-takes the GIL between the rows
+# of an executemany; in a busy `serve` every re-take can wait a GIL switch interval while this
+# connection holds the database's write lock, so the SOS listener's next commit (another process)
+# waited hundreds of ms behind a batch of log lines. One statement, one step: the lock is held for
+# the time SQLite needs, not for the time the GIL takes to come back hundreds of times.
+SQLITE_APPEND = (
+    "INSERT INTO incident_events (incident_id, at, kind, detail) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]') FROM json_each(?)"
+)
+
+
+def sqlite_append_payload(events: Sequence[EventRecord]) -> str:
+    """The JSON parameter of the one-statement append (built before the write lock is taken)."""
+    return json.dumps(
+        [[e.incident_id, sqlite_time(_naive(e.at)), e.kind, _json(e.detail)] for e in events],
+        ensure_ascii=False,
+    )
+
+
 class Recorder:
     """The write statements, for one dialect ("sqlite" or "postgresql")."""
 
     def __init__(self, dialect: str) -> None:
         self._insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._sqlite = dialect == "sqlite"
 
     def record(
         self, conn: Connection, items: Sequence[RequestRecord], events: Sequence[EventRecord]
@@ -122,6 +166,9 @@ class Recorder:
         return self._close(conn, incident_id, at, reason, state, detail or {})
 
     def _append(self, conn: Connection, events: Sequence[EventRecord]) -> None:
+        if self._sqlite:
+            conn.exec_driver_sql(SQLITE_APPEND, (sqlite_append_payload(events),))
+            return
         conn.execute(
             insert(incident_events),
             [
@@ -148,15 +195,9 @@ class Recorder:
         rids = [items[i].request_id.hex() for i in others]
         prior: dict[str, int] = {}
         if rids:
-            q = select(incident_events.c.request_id, incident_events.c.incident_id).where(
-                incident_events.c.request_id.in_(rids)
-            )
-            prior = {r[0]: r[1] for r in conn.execute(q)}
+            prior = {r[0]: r[1] for r in self._prior_requests(conn, rids)}
         ips = sorted({it.stb_ip for it in items})
-        q = select(incidents.c.stb_ip, incidents.c.id, incidents.c.test).where(
-            incidents.c.closed_at.is_(None), incidents.c.stb_ip.in_(ips)
-        )
-        open_rows = conn.execute(q).all()
+        open_rows = self._open_of(conn, ips)
         open_ids: dict[str, int] = {r[0]: r[1] for r in open_rows}
         open_tests = {r[0] for r in open_rows if r[2]}
         per_ip: dict[str, int] = {}
@@ -188,8 +229,7 @@ class Recorder:
                 }
                 for i in to_open
             ]
-            stmt = self._insert(incidents).values(rows).on_conflict_do_nothing()
-            opened = {r[0]: r[1] for r in conn.execute(stmt.returning(incidents.c.stb_ip, incidents.c.id))}
+            opened = {r[0]: r[1] for r in self._open_incidents(conn, rows)}
         logged: list[tuple[int, int, bool]] = []
         for i in fast:
             it = items[i]
@@ -212,8 +252,7 @@ class Recorder:
                 }
                 for i, incident_id, was_opened in logged
             ]
-            stmt = self._insert(incident_events).values(rows).on_conflict_do_nothing()
-            done = {r[0] for r in conn.execute(stmt.returning(incident_events.c.request_id))}
+            done = {r[0] for r in self._log_requests(conn, rows)}
             opened_events = []
             for i, incident_id, was_opened in logged:
                 if items[i].request_id.hex() not in done:
@@ -242,6 +281,50 @@ class Recorder:
             results[i] = Recorded(current or 0)
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
+
+    # The set statements of a batch. On SQLite each is one statement over a JSON parameter: SQLAlchemy
+    # compiles a multi-row VALUES or an IN list anew for every batch size (~0.3 ms a row, measured),
+    # and that time is spent holding the write lock while a surge waits for its RECEIPTs.
+
+    def _prior_requests(self, conn: Connection, rids: list[str]) -> Sequence[Any]:
+        if self._sqlite:
+            return conn.exec_driver_sql(_SQLITE_PRIOR, (json.dumps(rids),)).all()
+        q = select(incident_events.c.request_id, incident_events.c.incident_id).where(
+            incident_events.c.request_id.in_(rids)
+        )
+        return conn.execute(q).all()
+
+    def _open_of(self, conn: Connection, ips: list[str]) -> Sequence[Any]:
+        if self._sqlite:
+            return conn.exec_driver_sql(_SQLITE_OPEN_OF, (json.dumps(ips),)).all()
+        q = select(incidents.c.stb_ip, incidents.c.id, incidents.c.test).where(
+            incidents.c.closed_at.is_(None), incidents.c.stb_ip.in_(ips)
+        )
+        return conn.execute(q).all()
+
+    def _open_incidents(self, conn: Connection, rows: list[dict[str, Any]]) -> Sequence[Any]:
+        """Insert incident rows, skipping those another backend opened first; (stb_ip, id) of the new."""
+        if self._sqlite:
+            payload = [
+                [r["stb_ip"], r["uid"], int(r["test"]), r["state"], sqlite_time(r["opened_at"]),
+                 r["opened_by"]]
+                for r in rows
+            ]  # fmt: skip
+            return conn.exec_driver_sql(_SQLITE_OPEN, (json.dumps(payload, ensure_ascii=False),)).all()
+        stmt = self._insert(incidents).values(rows).on_conflict_do_nothing()
+        return conn.execute(stmt.returning(incidents.c.stb_ip, incidents.c.id)).all()
+
+    def _log_requests(self, conn: Connection, rows: list[dict[str, Any]]) -> Sequence[Any]:
+        """Insert request log rows, skipping request ids already recorded; (request_id,) of the new."""
+        if self._sqlite:
+            payload = [
+                [r["incident_id"], sqlite_time(r["at"]), r["kind"], r["request_id"], r["detail"]]
+                for r in rows
+            ]
+            param = json.dumps(payload, ensure_ascii=False)
+            return conn.exec_driver_sql(_SQLITE_LOG_REQUESTS, (param,)).all()
+        stmt = self._insert(incident_events).values(rows).on_conflict_do_nothing()
+        return conn.execute(stmt.returning(incident_events.c.request_id)).all()
 
     @staticmethod
     def _request_detail(item: RequestRecord, *, opened: bool) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,9 +51,11 @@ from voip_sos.logs import ContextLogger, bind
 from voip_sos.notify.sms import SmsFacts, SmsTransport, codes_text, emergency_text, false_alarm_text
 from voip_sos.rtp import Prompt as RtpPrompt
 from voip_sos.sos.wire import StatusCode
+from voip_sos.voice.prompt import PerPrompt
 from voip_sos.voice.prompt import Prompt as VoicePrompt
 from voip_sos.voice.service import PromptService
-from voip_sos.web.links import Link, LinkStore
+from voip_sos.web.family import issue_family_link
+from voip_sos.web.links import Link, LinkStore, family_url
 
 __all__ = ["IncidentRunner", "StatusSink"]
 
@@ -72,6 +73,10 @@ REPEAT_KEY = "9"
 # After "confirmed, thank you" has played, wait this much more before the BYE.
 CONFIRM_TAIL_S = 0.5
 SMS_PROMPT_WAIT_S = 15.0
+# Encoded prompts kept for reuse (~0.7 MB each): enough for the calls a surge starts together.
+RTP_PROMPT_CACHE = 64
+# Texts prepared at once (see _send_sms).
+SMS_LANES = 4
 
 
 class StatusSink(Protocol):
@@ -132,6 +137,8 @@ class IncidentRunner:
         self._links = links
         self._metrics = metrics
         self._log = GroupCommit(store)
+        self._rtp_cache: PerPrompt[RtpPrompt] = PerPrompt(RTP_PROMPT_CACHE)
+        self._sms_lanes = asyncio.Semaphore(SMS_LANES)
         self._live: dict[int, _Live] = {}
         self._recent: dict[int, _Live] = {}  # closed, kept for call-backs
         self._closing = False
@@ -146,6 +153,7 @@ class IncidentRunner:
             ring_timeout_s=e.ring_timeout_s,
             max_call_s=e.max_call_s,
             contacts_mode=e.contacts_mode,
+            codes_settle_s=e.codes_settle_s,
         )
 
     # -- entry points -----------------------------------------------------------------------------
@@ -154,19 +162,17 @@ class IncidentRunner:
     def open_incidents(self) -> list[int]:
         return sorted(self._live)
 
-    async def on_recorded(self, rec: RequestRecord, res: Recorded) -> None:
-        """The SOS listener recorded a request (and already sent its RECEIPT)."""
+    def recorded_now(self, rec: RequestRecord, res: Recorded) -> Awaitable[None] | None:
+        """The SOS listener recorded a request (and sent its RECEIPT). Acted on at once where it
+        can be: an SOS whose subscriber the listener looked up has its INVITEs on the wire when this
+        returns. Returns what is left to await (a start that must ask the directory first), or None."""
         if res.incident_id is None or res.again or self._closing:
-            return
+            return None
         if rec.kind == "sos" and res.opened:
-            await self.open(
-                res.incident_id,
-                rec.stb_ip,
-                rec.uid,
-                test=rec.test,
-                pressed=time.monotonic(),
-                subscriber=rec.subscriber,
-            )
+            if rec.subscriber is not None and rec.subscriber.uid == rec.uid:
+                self._start(res.incident_id, rec.stb_ip, rec.subscriber, test=rec.test)
+                return None
+            return self.open(res.incident_id, rec.stb_ip, rec.uid, test=rec.test)
         elif rec.kind == "update":
             live = self._live.get(res.incident_id)
             door, parking = rec.detail.get("door_code"), rec.detail.get("parking_code")
@@ -176,6 +182,16 @@ class IncidentRunner:
             live = self._live.get(res.incident_id)
             if live is not None:
                 self._feed(live, CancelRequested())
+        return None
+
+    def hub_codes(self, incident_id: int, door_code: str | None, parking_code: str | None) -> bool:
+        """The incident's home hub reported a code (authoritative; the STB's repeat of it is
+        recognised): a follow-up SMS as for an UPDATE. False when the incident is not live here."""
+        live = self._live.get(incident_id)
+        if live is None:
+            return False
+        self._feed(live, CodesUpdated(door_code=door_code, parking_code=parking_code, from_hub=True))
+        return True
 
     async def open(
         self,
@@ -191,10 +207,15 @@ class IncidentRunner:
         sub = (
             subscriber if subscriber is not None and subscriber.uid == uid else await self._directory.get(uid)
         )
-        log = bind(logger, incident=incident_id, uid=uid)
         if sub is None:
-            log.error("subscriber vanished between lookup and start; nobody can be called")
+            bind(logger, incident=incident_id, uid=uid).error(
+                "subscriber vanished between lookup and start; nobody can be called"
+            )
             return
+        self._start(incident_id, stb_ip, sub, test=test)
+
+    def _start(self, incident_id: int, stb_ip: str, sub: Subscriber, *, test: bool) -> None:
+        log = bind(logger, incident=incident_id, uid=sub.uid)
         live = self._new_live(incident_id, stb_ip, sub, test, log)
         if live is None:
             return
@@ -202,23 +223,29 @@ class IncidentRunner:
         log.info("incident started", extra={"test": test, "parties": list(live.core.party_states())})
         self._drain(live)
 
-    async def resume_open(self) -> int:
-        """After a restart: take over every open incident from its log. Returns how many."""
+    async def resume_open(self, *, after_crash: bool = True) -> int:
+        """Take over every open incident this runner does not run, from its log. Returns how many.
+
+        `after_crash`: this process has just started (calls left up by the dead one are ended).
+        False when only the SOS listener process was replaced: every call of this process is
+        still up and its own, and only incidents recorded but never handed over are started."""
         resumed = 0
         # A CANCEL closes the incident in the store at once, but answered calls go on until the far
         # end hangs up: calls of an incident cancelled within max_call_s may still be up.
         recent = _wall() - timedelta(seconds=self._cfg.emergency.max_call_s)
-        for inc in await self._store.list(limit=1_000):
+        for inc in await self._store.list(limit=1_000) if after_crash else ():
             if inc.closed_at is not None and inc.state == "cancelled" and inc.closed_at > recent:
                 log = bind(logger, incident=inc.id, uid=inc.uid)
                 try:
-                    await self._end_left_open(log, await self._store.events(inc.id))
+                    await self._finish_cancelled(log, inc.id, inc.close_reason or "false_alarm")
                 except Exception:
                     log.exception("ending the calls of a cancelled incident failed")
         for inc in await self._store.list(open_only=True, limit=10_000):
             if inc.id in self._live:
                 continue
             try:
+                if not after_crash and await self._handed_over(inc.id):
+                    continue  # a runner (maybe another backend's, sharing PostgreSQL) has it
                 if await self._resume(inc.id, inc.stb_ip, inc.uid, inc.test):
                     resumed += 1
             except Exception:
@@ -238,7 +265,7 @@ class IncidentRunner:
         language = live.sub.language if caller not in self._centre_numbers() else self._cfg.emergency.language
         prompt = await self._prompt(live, language)
         call = await req.answer(
-            rtp_prompt(prompt),
+            self._rtp_prompt(prompt),
             loop=True,
             gap_s=self._cfg.emergency.loop_gap_s,
             max_s=self._cfg.emergency.max_call_s,
@@ -316,7 +343,7 @@ class IncidentRunner:
 
     def _carry_out(self, live: _Live, cmd: Command) -> None:
         if isinstance(cmd, PlaceCall):
-            self._spawn(live, self._place_call(live, cmd))
+            self._place_call(live, cmd)
         elif isinstance(cmd, CancelCall):
             call = live.calls.get(cmd.call_id)
             live.cancelled[cmd.call_id] = cmd.reason
@@ -359,26 +386,34 @@ class IncidentRunner:
     async def _prompt(self, live: _Live, language: str) -> VoicePrompt:
         return await asyncio.shield(self._prompt_task(live, language))
 
-    async def _place_call(self, live: _Live, cmd: PlaceCall) -> None:
-        # The log entry comes first: after a crash it says this call may exist.
-        await self._append(
-            live,
-            "call_placed",
-            {
-                "call": cmd.call_id,
-                "number": cmd.number,
-                "party": cmd.party,
-                "attempt": cmd.attempt,
-                "language": cmd.language,
-            },
+    def _place_call(self, live: _Live, cmd: PlaceCall) -> None:
+        """Send the INVITE now, in this very callback: in a surge every loop turn is long, and the
+        centre's phone ringing comes first. What follows the call runs as a task.
+
+        The log entry takes its place first (after a crash it says this call may exist), but the
+        INVITE does not wait for its commit; a crash in the milliseconds between leaves an INVITE
+        the log does not know, and the resumed incident places that call again."""
+        logged = self._log.submit(
+            EventRecord(
+                live.id,
+                "call_placed",
+                _wall(),
+                {
+                    "call": cmd.call_id,
+                    "number": cmd.number,
+                    "party": cmd.party,
+                    "attempt": cmd.attempt,
+                    "language": cmd.language,
+                },
+            )
         )
         ready = live.prompts.get(cmd.language)
-        prompt = ready.result() if ready is not None and ready.done() else None
+        prompt = ready.result() if ready is not None and ready.done() and not ready.exception() else None
         e = self._cfg.emergency
         try:
-            call = await self._ua.call(
+            call = self._ua.call_now(
                 cmd.number,
-                rtp_prompt(prompt) if prompt is not None else rtp_prompt(self._prompts.opening(cmd.language)),
+                self._rtp_prompt(prompt) if prompt is not None else self._opening(cmd.language),
                 loop=prompt is not None,
                 gap_s=e.loop_gap_s,
                 max_s=cmd.max_call_s,
@@ -390,8 +425,7 @@ class IncidentRunner:
             )
         except Exception as exc:
             live.log.error("call could not be placed", extra={"call": cmd.call_id, "error": str(exc)})
-            await self._append(live, "call_failed", {"call": cmd.call_id, "error": str(exc)})
-            self._feed(live, CallEnded(cmd.call_id, confirmed=False, answered=False, status=None))
+            self._spawn(live, self._not_placed(live, cmd, logged, str(exc)))
             return
         live.calls[cmd.call_id] = call
         live.call_langs[cmd.call_id] = cmd.language
@@ -407,13 +441,31 @@ class IncidentRunner:
         if prompt is None:
             # Rendered in parallel with the call set-up, never before it: the INVITE is out already.
             self._spawn(live, self._when_prompt_ready(live, cmd.call_id, cmd.language))
-        await self._follow_call(live, cmd.call_id, call)
+        self._spawn(live, self._placed(live, cmd.call_id, call, logged))
+
+    async def _placed(self, live: _Live, call_id: str, call: Call, logged: Awaitable[None]) -> None:
+        await logged
+        await self._follow_call(live, call_id, call)
+
+    async def _not_placed(self, live: _Live, cmd: PlaceCall, logged: Awaitable[None], error: str) -> None:
+        await logged
+        await self._append(live, "call_failed", {"call": cmd.call_id, "error": error})
+        self._feed(live, CallEnded(cmd.call_id, confirmed=False, answered=False, status=None))
+
+    def _rtp_prompt(self, prompt: VoicePrompt) -> RtpPrompt:
+        """The prompt as RTP frames, encoded once however many calls play it (a surge's three
+        calls per incident, and every caller of the generic messages)."""
+        found = self._rtp_cache.get(prompt)
+        return found if found is not None else self._rtp_cache.put(prompt, rtp_prompt(prompt))
+
+    def _opening(self, language: str) -> RtpPrompt:
+        return self._rtp_prompt(self._prompts.opening(language))
 
     async def _when_prompt_ready(self, live: _Live, call_id: str, language: str) -> None:
         prompt = await self._prompt(live, language)
         call = live.calls.get(call_id)
         if call is not None and not call.is_ended and call_id not in live.confirmed:
-            call.play(rtp_prompt(prompt), loop=True, gap_s=self._cfg.emergency.loop_gap_s)
+            call.play(self._rtp_prompt(prompt), loop=True, gap_s=self._cfg.emergency.loop_gap_s)
 
     async def _follow_call(self, live: _Live, call_id: str, call: Call) -> None:
         confirmed = False
@@ -439,7 +491,7 @@ class IncidentRunner:
                     await self._confirm(live, call_id, call, live.call_langs.get(call_id, "en"))
                 elif event.digit == REPEAT_KEY and not confirmed:
                     prompt = await self._prompt(live, live.call_langs.get(call_id, "en"))
-                    call.play(rtp_prompt(prompt), loop=True, gap_s=self._cfg.emergency.loop_gap_s)
+                    call.play(self._rtp_prompt(prompt), loop=True, gap_s=self._cfg.emergency.loop_gap_s)
             elif isinstance(event, Ended):
                 await self._ended(live, call_id, event, confirmed)
                 return
@@ -447,7 +499,7 @@ class IncidentRunner:
     async def _confirm(self, live: _Live, call_id: str, call: Call, language: str) -> None:
         live.log.info("callee pressed 1: confirmed", extra={"call": call_id})
         thanks = await self._prompts.confirmation(language)
-        call.play(rtp_prompt(thanks), loop=False, gap_s=0.0)
+        call.play(self._rtp_prompt(thanks), loop=False, gap_s=0.0)
         await asyncio.sleep(thanks.duration_s + CONFIRM_TAIL_S)
         if not call.is_ended:
             call.hangup()
@@ -490,7 +542,7 @@ class IncidentRunner:
                     confirmed = True
                     await self._confirm(live, call_id, call, prompt.language)
                 elif event.digit == REPEAT_KEY and not confirmed:
-                    call.play(rtp_prompt(prompt), loop=True, gap_s=self._cfg.emergency.loop_gap_s)
+                    call.play(self._rtp_prompt(prompt), loop=True, gap_s=self._cfg.emergency.loop_gap_s)
             elif isinstance(event, Ended):
                 await self._append(
                     live, "callback_ended", {"call": call_id, "by": event.by, "confirmed": confirmed}
@@ -500,27 +552,10 @@ class IncidentRunner:
     # -- SMS ---------------------------------------------------------------------------------------
 
     async def _send_sms(self, live: _Live, cmd: SendSms) -> None:
-        await self._append(
-            live,
-            "sms_sending",
-            {"sms": cmd.sms_id, "number": cmd.number, "kind": cmd.kind.value, "party": cmd.party},
-        )
-        centre = cmd.party in ("centre", "test")
-        language = self._cfg.emergency.language if centre else live.sub.language
-        facts = SmsFacts(
-            language,
-            test=live.test,
-            door_code=cmd.door_code,
-            parking_code=cmd.parking_code,
-            for_centre=centre,
-        )
-        if cmd.kind is SmsKind.EMERGENCY:
-            facts = dataclasses.replace(facts, voice_url=await self._voice_link(live, language))
-            text = emergency_text(live.sub, facts)
-        elif cmd.kind is SmsKind.CODES:
-            text = codes_text(live.sub, facts)
-        else:
-            text = false_alarm_text(live.sub, facts)
+        # Texts are prepared a few at a time: a surge's hundreds of texts (links, prompts, logging)
+        # otherwise fill every loop turn, and the next press's INVITEs wait behind all of them.
+        async with self._sms_lanes:
+            text = await self._sms_text(live, cmd)
         try:
             result = await self._sms.send(cmd.number, text)
             status, accepted = result.status, result.accepted
@@ -546,6 +581,34 @@ class IncidentRunner:
             self._metrics.sms_sent("accepted" if accepted else "failed")
         self._feed(live, SmsSent(cmd.sms_id, status))
 
+    async def _sms_text(self, live: _Live, cmd: SendSms) -> str:
+        await self._append(
+            live,
+            "sms_sending",
+            {"sms": cmd.sms_id, "number": cmd.number, "kind": cmd.kind.value, "party": cmd.party},
+        )
+        centre = cmd.party in ("centre", "test")
+        language = self._cfg.emergency.language if centre else live.sub.language
+        facts = SmsFacts(
+            language,
+            test=live.test,
+            door_code=cmd.door_code,
+            parking_code=cmd.parking_code,
+            for_centre=centre,
+        )
+        if cmd.kind is SmsKind.EMERGENCY:
+            facts = dataclasses.replace(
+                facts,
+                voice_url=await self._voice_link(live, language),
+                family_url=await self._family_link(live, cmd.party),
+            )
+            text = emergency_text(live.sub, facts)
+        elif cmd.kind is SmsKind.CODES:
+            text = codes_text(live.sub, facts)
+        else:
+            text = false_alarm_text(live.sub, facts)
+        return text
+
     async def _voice_link(self, live: _Live, language: str) -> str | None:
         if self._links is None:
             return None
@@ -559,6 +622,17 @@ class IncidentRunner:
         expires = _wall() + timedelta(seconds=self._cfg.http.link_ttl_s)
         token = await self._links.create(Link(str(live.id), "voice", str(path), expires))
         return f"{self._cfg.http.public_url}/v/{token}"
+
+    async def _family_link(self, live: _Live, party: str) -> str | None:
+        """A contact's own link to the family page (the page calls the reader "you": never shared)."""
+        if self._links is None or not party.startswith("contact:"):
+            return None
+        try:
+            token = await issue_family_link(self._links, live.id, party, self._cfg.http.family_link_ttl_s)
+        except Exception as exc:
+            live.log.error("no family link for the SMS", extra={"party": party, "error": repr(exc)})
+            return None
+        return family_url(self._cfg.http.public_url, token)
 
     # -- closing and resuming ----------------------------------------------------------------------
 
@@ -598,6 +672,38 @@ class IncidentRunner:
 
     def _display_name(self, live: _Live) -> str:
         return f"{'TEST ' if live.test else ''}One-key SOS {live.sub.uid}"
+
+    async def _handed_over(self, incident_id: int) -> bool:
+        """Some runner has acted on this incident (its first steps are logged at once)."""
+        return any(
+            e.kind in ("call_placed", "sms_sending", "incident_resumed")
+            for e in await self._store.events(incident_id)
+        )
+
+    async def _finish_cancelled(self, log: ContextLogger, incident_id: int, reason: str) -> None:
+        """A cancelled incident whose answered calls were still up at the crash: end them, then
+        record how its calls finished, as the live runner would have when the last one ended."""
+        events = await self._store.events(incident_id)
+        if any(e.kind == "calls_finished" for e in events):
+            return
+        await self._end_left_open(log, events)
+        reached = sorted(
+            {
+                str(e.detail["call"]).split("#")[0]
+                for e in events
+                if e.kind == "call_ended" and e.detail.get("confirmed")
+            }
+        )
+        await self._store.append_events(
+            [
+                EventRecord(
+                    incident_id,
+                    "calls_finished",
+                    _wall(),
+                    {"reason": reason, "reached": reached, "after_restart": True},
+                )
+            ]
+        )
 
     async def _end_left_open(self, log: ContextLogger, events: list[Any]) -> None:
         """BYE every call that was up when the process died, or the far end hears silence forever."""

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import json
+import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +26,18 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from voip_sos.incidents.recording import EventRecord, Recorded, Recorder, RequestRecord, _aware
+from voip_sos.incidents.recording import (
+    SQLITE_APPEND,
+    EventRecord,
+    Recorded,
+    Recorder,
+    RequestRecord,
+    _aware,
+    sqlite_append_payload,
+)
 from voip_sos.incidents.tables import incident_events, incidents
 
 __all__ = [
@@ -39,6 +51,7 @@ __all__ = [
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_S = 10.0
+LOCK_POLL_S = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +76,37 @@ class IncidentEvent:
     detail: dict[str, Any]
 
 
+class _Locked(Exception):
+    """SQLite's write lock is taken, and this caller may not wait for it where it is."""
+
+
+# False while an inline store writes on its event loop's thread: that thread must not sleep
+# waiting for another process's lock; the write is handed to the writer thread instead.
+_MAY_WAIT: contextvars.ContextVar[bool] = contextvars.ContextVar("sqlite_may_wait", default=True)
+
+
+def _while_locked(attempt: Callable[[], T]) -> T:
+    """Run `attempt`, trying again every LOCK_POLL_S while another connection holds the lock."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            if not _MAY_WAIT.get():
+                raise _Locked from exc
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(LOCK_POLL_S)  # on the writer thread, never on an event loop (see _MAY_WAIT)
+
+
 def _sqlite_writer(database: str) -> Engine:
-    engine = create_engine(f"sqlite:///{database}", connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    # No busy handler: SQLite's sleeps 1, 2, 5, 10, 15 … ms between tries, so a writer that found
+    # the lock taken for 1.1 ms waited 3 ms, for 3.1 ms waited 8 — and the SOS listener process and
+    # serve's runner take turns at it all through a surge. `_begin` polls every LOCK_POLL_S instead.
+    # Inside BEGIN IMMEDIATE on a WAL database nothing else waits for another writer.
+    engine = create_engine(f"sqlite:///{database}", connect_args={"timeout": 0})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -78,7 +120,9 @@ def _sqlite_writer(database: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        _while_locked(lambda: raw.execute("BEGIN IMMEDIATE"))
 
     return engine
 
@@ -86,7 +130,11 @@ def _sqlite_writer(database: str) -> Engine:
 class IncidentStore:
     """Incidents and their event log in the directory's database (shares its engine)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, inline: bool = False) -> None:
+        """`inline`: on SQLite, write on the caller's thread, not a writer thread. For the SOS
+        listener process, whose loop has nothing else to do meanwhile (datagrams wait in the
+        kernel): every thread hop there was a GIL hand-off inside a surge's RECEIPT path."""
+        self._inline = inline
         self._engine = engine
         self._recorder = Recorder(engine.dialect.name)
         self._writer: Engine | None = None
@@ -99,15 +147,22 @@ class IncidentStore:
     async def aclose(self) -> None:
         """Release the SQLite writer thread and connection (the shared engine is the directory's)."""
         if self._thread is not None and self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.dispose)
+            if self._inline:
+                self._writer.dispose()
+            else:
+                await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.dispose)
             self._thread.shutdown(wait=True)
             self._thread = None
             self._writer = None
 
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one write transaction on this store's writer (on SQLite: its own thread and
+        connection), so other writers of the same process (links) queue here instead of contending
+        for SQLite's lock from connections of their own."""
+        return await self._write(fn)
+
     async def _write(self, fn: Callable[[Connection], T]) -> T:
-        if self._sqlite_file is not None and self._writer is None:
-            self._writer = _sqlite_writer(self._sqlite_file)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="incident-writer")
+        self._start_writer()
         if self._writer is not None and self._thread is not None:
             writer = self._writer
 
@@ -115,9 +170,52 @@ class IncidentStore:
                 with writer.begin() as conn:
                     return fn(conn)
 
-            return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+            return await self._run_writer(run)
         async with self._engine.begin() as conn:
             return await conn.run_sync(fn)
+
+    async def write_statement(self, sql: str, params: tuple[Any, ...]) -> None:
+        """One SQL statement as its own transaction: on SQLite in autocommit on the writer thread,
+        so the write lock is held for one `sqlite3_step` — the GIL is let go the whole time and no
+        Python runs while other writers (the SOS listener process) wait. Elsewhere, a transaction."""
+        if self._sqlite_file is None:
+            async with self._engine.begin() as conn:
+                await conn.exec_driver_sql(sql, params)
+            return
+        self._start_writer()
+        assert self._writer is not None and self._thread is not None
+        writer = self._writer
+
+        def run() -> None:
+            with writer.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                try:
+                    _while_locked(lambda: raw.execute(sql, params))  # isolation_level None: autocommit
+                except sqlite3.Error as exc:
+                    # The same exceptions as every other write here (IntegrityError …).
+                    raise DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+
+        await self._run_writer(run)
+
+    async def _run_writer(self, run: Callable[[], T]) -> T:
+        """`run` on the writer thread; inline, on this thread unless the lock is taken (then on the
+        writer thread after all, where waiting for it blocks no event loop)."""
+        assert self._thread is not None
+        if self._inline:
+            token = _MAY_WAIT.set(False)
+            try:
+                return run()
+            except _Locked:
+                pass  # nothing was written: the lock is taken at the first statement
+            finally:
+                _MAY_WAIT.reset(token)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
+    def _start_writer(self) -> None:
+        if self._sqlite_file is not None and self._writer is None:
+            self._writer = _sqlite_writer(self._sqlite_file)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="incident-writer")
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -129,7 +227,12 @@ class IncidentStore:
 
     async def append_events(self, events: Sequence[EventRecord]) -> None:
         """Append steps to incidents' logs (the log is append-only: nothing is ever updated)."""
-        if events:
+        if not events:
+            return
+        if self._sqlite_file is not None:
+            # Built outside the write lock; appended in one autocommit statement.
+            await self.write_statement(SQLITE_APPEND, (sqlite_append_payload(events),))
+        else:
             await self._write(lambda conn: self._recorder.append(conn, events))
 
     async def close(

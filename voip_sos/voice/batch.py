@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -144,7 +145,10 @@ def render_batch(
         if pool is None:
             ctx = multiprocessing.get_context("spawn")
             pool = ProcessPoolExecutor(
-                jobs, mp_context=ctx, initializer=worker_init, initargs=(nice, (), catalog.settings)
+                jobs,
+                mp_context=ctx,
+                initializer=worker_init,
+                initargs=(nice, (), catalog.settings, os.getpid()),
             )
         try:
             futures: dict[Future[RenderResult], str] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +21,18 @@ from voip_sos.rtp import g711
 from voip_sos.voice.cache import decode_wav, encode_wav
 from voip_sos.voice.dsp import RATE_HZ
 
-__all__ = ["LEAD_IN_S", "MAX_MESSAGE_S", "PART_PAUSE_S", "TAIL_S", "Prompt", "assemble", "load_fallback"]
+__all__ = [
+    "LEAD_IN_S",
+    "MAX_MESSAGE_S",
+    "PART_PAUSE_S",
+    "TAIL_S",
+    "PerPrompt",
+    "Prompt",
+    "assemble",
+    "load_fallback",
+]
+
+V = TypeVar("V")
 
 LEAD_IN_S = 0.25
 """Silence before the first word: the far end's jitter buffer and echo canceller settle on it."""
@@ -39,15 +51,30 @@ class Prompt:
     """The exact words (after normalisation); for a fallback, the generic text."""
     pcm: npt.NDArray[np.int16] = field(repr=False)
     """8 kHz mono 16-bit samples."""
-    alaw: bytes = field(repr=False)
-    """G.711 A-law payload (PCMA), one byte per sample."""
-    ulaw: bytes = field(repr=False)
-    """G.711 μ-law payload (PCMU), one byte per sample."""
     body_start: int
     """Sample index where the personal part starts (== len(pcm) for an opening-only prompt)."""
     source: str
     """`piper`, `espeak` (the Mandarin fallback voice) or `fallback` (the generic recorded message)."""
     warnings: tuple[str, ...] = ()
+    # G.711 forms, made on first use: a surge assembles a message per incident and the RTP side
+    # encodes its own frames, so encoding both laws up front was a tenth of serve's loop (bench).
+    _g711: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def alaw(self) -> bytes:
+        """G.711 A-law payload (PCMA), one byte per sample."""
+        found = self._g711.get("alaw")
+        if found is None:
+            found = self._g711["alaw"] = g711.alaw_encode(self.pcm)
+        return found
+
+    @property
+    def ulaw(self) -> bytes:
+        """G.711 μ-law payload (PCMU), one byte per sample."""
+        found = self._g711.get("ulaw")
+        if found is None:
+            found = self._g711["ulaw"] = g711.ulaw_encode(self.pcm)
+        return found
 
     @property
     def duration_s(self) -> float:
@@ -78,12 +105,30 @@ class Prompt:
             language=language,
             text=text,
             pcm=pcm,
-            alaw=g711.alaw_encode(pcm),
-            ulaw=g711.ulaw_encode(pcm),
             body_start=len(pcm) if body_start is None else body_start,
             source=source,
             warnings=warnings,
         )
+
+
+class PerPrompt(Generic[V]):
+    """Something made from a prompt (its RTP frames, its WAV file), kept for the `size` prompts
+    seen last. Keyed by identity: a prompt is immutable, and one object serves every call and text
+    of an incident; holding the prompt keeps its id from being reused while it is kept."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._kept: dict[int, tuple[Prompt, V]] = {}
+
+    def get(self, prompt: Prompt) -> V | None:
+        found = self._kept.get(id(prompt))
+        return found[1] if found is not None and found[0] is prompt else None
+
+    def put(self, prompt: Prompt, value: V) -> V:
+        self._kept[id(prompt)] = (prompt, value)
+        while len(self._kept) > self._size:
+            del self._kept[next(iter(self._kept))]
+        return value
 
 
 def _zeros(seconds: float) -> npt.NDArray[np.int16]:

@@ -88,15 +88,19 @@ def engine_for(spec: VoiceSpec, settings: SynthesisSettings) -> Engine:
 PARENT_CHECK_S = 1.0
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None = None) -> None:
     """End this process within a second of its parent's end, even after a `kill -9` of the parent.
 
     A pool worker otherwise outlives a killed service (its siblings keep the pipe it waits on open,
     so it never sees end-of-file), and every crash would leave ~300 MB of voices behind. A thread
     watching the parent id is used rather than PR_SET_PDEATHSIG, which fires when the *thread* that
-    started the worker ends, not the process.
+    started the worker ends, not the process. `parent` is the pid the service had when it made
+    the pool: a service killed while this worker was still starting has left already, and the
+    worker's own parent id would then be that of init.
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:
+        os._exit(0)
 
     never = threading.Event()  # only ever waited on: a sleep that is plainly off any event loop
 
@@ -108,10 +112,12 @@ def die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def worker_init(nice: int, preload: tuple[VoiceSpec, ...], settings: SynthesisSettings) -> None:
-    """Process-pool initializer: tie the worker's life to the service, lower the priority, load the
-    voices an SOS render will need."""
-    die_with_parent()
+def worker_init(
+    nice: int, preload: tuple[VoiceSpec, ...], settings: SynthesisSettings, parent: int | None = None
+) -> None:
+    """Process-pool initializer: tie the worker's life to the service (`parent`: its pid), lower
+    the priority, load the voices an SOS render will need."""
+    die_with_parent(parent)
     if nice:
         os.nice(nice)
     for spec in preload:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import multiprocessing
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,7 +38,7 @@ from voip_sos.voice.cache import write_atomic
 from voip_sos.voice.catalog import Catalog, Segments, message_languages
 from voip_sos.voice.engines import SynthesisSettings
 from voip_sos.voice.models import VoiceSpec
-from voip_sos.voice.prompt import Prompt, assemble, fallback_path, load_fallback, opening_only
+from voip_sos.voice.prompt import PerPrompt, Prompt, assemble, fallback_path, load_fallback, opening_only
 from voip_sos.voice.render import (
     BACKGROUND_NICE,
     SOS_RENDER_NICE,
@@ -58,6 +60,8 @@ FALLBACK_WARNING_ZH = (
     "unpacked beside it) for a natural one"
 )
 _PRERENDER_QUEUE_MAX = 100_000
+# Messages whose voice-link WAV is known (a path each; the prompt, ~0.5 MB, is kept alive with it).
+WAV_PATHS_KEPT = 32
 # How long PendingPrompt.personal() waits for a render that missed `render_timeout_s` (a burst of
 # SOS renders queues behind each other; a hung voice must still end).
 LATE_TIMEOUT_S = 120.0
@@ -112,6 +116,7 @@ class PromptService:
         self.voices: dict[str, VoiceSpec] = self.catalog.voices
         self._fixed: dict[tuple[str, str], npt.NDArray[np.int16]] = {}
         self._openings: dict[str, Prompt] = {}
+        self._wav_paths: PerPrompt[Path] = PerPrompt(WAV_PATHS_KEPT)
         self._fallbacks: dict[str, Prompt] = {}
         self._urgent: Executor | None = None
         self._background: Executor | None = None
@@ -162,13 +167,13 @@ class PromptService:
                 self.cfg.voice.sos_jobs,
                 mp_context=ctx,
                 initializer=worker_init,
-                initargs=(SOS_RENDER_NICE, preload, self.settings),
+                initargs=(SOS_RENDER_NICE, preload, self.settings, os.getpid()),
             )
         return ProcessPoolExecutor(
             self.cfg.voice.prerender_jobs,
             mp_context=ctx,
             initializer=worker_init,
-            initargs=(BACKGROUND_NICE, (), self.settings),
+            initargs=(BACKGROUND_NICE, (), self.settings, os.getpid()),
         )
 
     def _replace_broken(self, pool: Executor, *, urgent: bool) -> None:
@@ -308,8 +313,17 @@ class PromptService:
         except Exception as exc:
             log.error("message render failed, playing the generic message", extra={"error": repr(exc)})
             return self.fallback(language)
-        prompt = assemble(
-            opening, body, closing, language=language, text=seg.text.full(), source=seg.spec.engine
+        # Joining ~30 s of audio is numpy work: in a thread, so a surge's loop stays free for calls.
+        prompt = await asyncio.to_thread(
+            functools.partial(
+                assemble,
+                opening,
+                body,
+                closing,
+                language=language,
+                text=seg.text.full(),
+                source=seg.spec.engine,
+            )
         )
         for warning in prompt.warnings:
             log.warning(warning)
@@ -337,10 +351,18 @@ class PromptService:
         if prompt.source == "fallback":
             path = fallback_path(prompt.language, self._fallback_dir())
             return path if path.is_file() else fallback_path("en", self._fallback_dir())
+        known = self._wav_paths.get(prompt)
+        if known is not None:
+            return known
+        # Encoding and hashing ~30 s of audio is CPU: off the loop (a surge texts 3 people per
+        # incident, and each text's link needs this), and once per prompt.
+        return self._wav_paths.put(prompt, await asyncio.to_thread(self._write_wav, prompt))
+
+    def _write_wav(self, prompt: Prompt) -> Path:
         data = prompt.wav()
         path = self.cache.root / "messages" / f"{hashlib.sha256(data).hexdigest()}.wav"
         if not path.is_file():
-            await asyncio.to_thread(write_atomic, path, data)
+            write_atomic(path, data)
         return path
 
     # ------------------------------------------------------------------------------------------
