@@ -9,10 +9,15 @@ cd "$(dirname "$0")/.."
 # espeak-ng (Mandarin fallback voice), sox (test audio), libsndfile1 (soundfile), python3-venv,
 # chromium (headless browser for the family-page tests, driven by Playwright),
 # fonts-wqy-microhei (a CJK font, so Chromium draws the Chinese page instead of empty boxes),
-# mosquitto (MQTT broker + mosquitto_passwd: the home hub's tests start their own brokers).
+# mosquitto (MQTT broker + mosquitto_passwd: the home hub's tests start their own brokers),
+# ffmpeg (the hub's camera buffer and clip cutter), and GStreamer's RTSP server with H.264 encoding
+# run under Debian's python3-gi (the camera stand-in of the clip tests and benchmark), and tshark
+# (bench/sos_e2e.py times press -> INVITE and answer -> RTP from one loopback capture).
 APT_PACKAGES=(
   python3-venv sip-tester baresip-core kamailio espeak-ng sox libsndfile1 chromium
-  fonts-wqy-microhei mosquitto
+  fonts-wqy-microhei mosquitto ffmpeg python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly tshark
 )
 
 missing=()
