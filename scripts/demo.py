@@ -3,20 +3,27 @@
 Kamailio stands in for the operator's PBX (registrar, digest auth, MESSAGE relayed to the SMS
 centre); baresip plays the emergency centre (number 120) and a family member (2001), both
 auto-answering and recording what they hear; SIPp is the SMS centre (answers 202). `voip-sos serve`
-runs with a demo configuration in a temporary folder. An STB at 127.0.0.23 presses SOS; the centre
-hears the message twice and presses 1, the son hears it once and presses 1; the SMS texts, the voice
-link and the incident's timeline are shown. Every process started here is stopped by its PID, also
-on failure or SIGTERM. Every wait is bounded; the whole run is bounded by DEMO_LIMIT_S.
+runs with a demo configuration in a temporary folder, its hub link on the local Mosquitto
+(127.0.0.1:1883; a private one when nothing listens there). Mary's home hub runs as `voip-sos hub
+run` with a simulated Zigbee2MQTT lock (on the same broker) and a simulated parking system (HTTP).
+An STB at 127.0.0.23 presses SOS and instructs the hub at once; the door code and the parking pass
+arrive in the follow-up SMS; the centre hears the message twice and presses 1, the son hears it
+once and presses 1; the SMS texts, the voice link and the incident's timeline are shown, and the son
+revokes the door code from his family page (backend -> broker -> hub -> lock). Every process
+started here is stopped by its PID, also on failure or SIGTERM. Every wait is bounded; the whole
+run is bounded by DEMO_LIMIT_S.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.hub.broker import mosquitto  # noqa: E402
+from tests.hub.hub_sims import ParkingSim, Slot, Z2mLockSim  # noqa: E402
 from tests.peers import Baresip, Kamailio, Peer, Sipp, free_port, wait_udp_listening  # noqa: E402
 
 CLI = ROOT / ".venv" / "bin" / "voip-sos"
@@ -37,6 +46,8 @@ DEMO_LIMIT_S = 170.0
 STB_IP = "127.0.0.23"
 STB_SECRET = "00112233445566778899aabbccddeeff"
 CENTRE, SON = "120", "2001"
+HUB_ID = f"demo-hub-{os.getpid()}"
+HUB_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 PASSWORDS = {"voip-sos": "demo-backend-pw", CENTRE: "demo-centre-pw", SON: "demo-son-pw"}
 RATE = 8000
 LOOP_GAP_S = 1.5
@@ -94,6 +105,7 @@ async def wait_for(what: str, check: object, timeout_s: float, peer: Peer | None
 
 
 def write_config(work: Path, ports: dict[str, int]) -> Path:
+    """The backend's config.yaml for the demo."""
     rtp = ports["rtp"]
     text = f"""\
 directory:
@@ -122,6 +134,10 @@ emergency:
   # baresip 1.0.0 (our stand-in centre) answers 500 to an INVITE whose body is multipart/mixed
   # (SDP + PIDF-LO); a real PSAP behind the PBX takes it. Off here, as config.yaml says for such PBXs.
   pidf_lo: false
+  # The door code and the parking pass usually arrive moments apart: one follow-up text with both.
+  codes_settle_s: 1
+hub_link:
+  broker: 127.0.0.1:{ports["broker"]}
 voice:
   language: en
   cache_dir: {work / "prompts"}
@@ -135,6 +151,44 @@ log:
     path = work / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_hub_config(work: Path, ports: dict[str, int], parking: ParkingSim) -> Path:
+    """Mary's hub.yaml: the STB at STB_IP, a Zigbee2MQTT lock and the parking system."""
+    text = f"""\
+hub:
+  id: {HUB_ID}
+  listen: 127.0.0.1:{ports["hub"]}
+  stb_key: {HUB_KEY}
+  stb_ip: {STB_IP}
+  code_ttl_s: 3600
+  deadline_s: 20
+  state_file: {work / "hub-state.json"}
+link:
+  broker: 127.0.0.1:{ports["broker"]}
+lock:
+  kind: zigbee2mqtt
+  broker: 127.0.0.1:{ports["broker"]}
+  base_topic: demo-z2m-{os.getpid()}
+  device: front_door
+  slots: [20, 21, 22]
+parking:
+  url: {parking.url}
+  token: {parking.token}
+"""
+    path = work / "hub.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def local_broker(stack: contextlib.ExitStack) -> int:
+    """The local Mosquitto on 1883, or a private one when nothing listens there."""
+    try:
+        with socket.create_connection(("127.0.0.1", 1883), 0.5):
+            return 1883
+    except OSError:
+        print("nothing listens on 127.0.0.1:1883: starting a private Mosquitto", flush=True)
+        return stack.enter_context(mosquitto())
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -187,10 +241,11 @@ def sms_bodies(trace: str) -> list[tuple[str, str]]:
     return out
 
 
-async def press_and_follow(config: Path, lines: list[str]) -> asyncio.subprocess.Process:
+async def press_and_follow(config: Path, lines: list[str], hub_port: int) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         str(CLI), "--config", str(config), "stb", "press", "--source-ip", STB_IP,
         "--secret", STB_SECRET, "--follow", "--follow-limit", "150",
+        "--hub", f"127.0.0.1:{hub_port}", "--hub-key", HUB_KEY, "--hub-wait", "30",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -207,15 +262,26 @@ async def press_and_follow(config: Path, lines: list[str]) -> asyncio.subprocess
 
 
 async def demo(work: Path, stack: contextlib.ExitStack) -> None:
-    ports = {k: free_port() for k in ("sos", "sip", "kamailio", "centre", "son", "smsc", "http")}
+    ports = {k: free_port() for k in ("sos", "sip", "kamailio", "centre", "son", "smsc", "http", "hub")}
     ports["rtp"] = 40000 + (os.getpid() % 200) * 100
+    ports["broker"] = local_broker(stack)
     config = write_config(work, ports)
+    async with contextlib.AsyncExitStack() as sims:
+        await demo_with_sims(work, stack, sims, ports, config)
 
+
+async def demo_with_sims(
+    work: Path,
+    stack: contextlib.ExitStack,
+    sims: contextlib.AsyncExitStack,
+    ports: dict[str, int],
+    config: Path,
+) -> None:
     step("Provision two subscribers")
     cli(config, "directory", "add", "--uid", "U1001", "--name", "Mary O'Brien", "--language", "en",
         "--stb-ip", STB_IP, "--address", "7 Elm Street, Springfield", "--building", "3",
         "--floor", "5", "--room", "502", "--notes", "Type 2 diabetes; insulin in the fridge",
-        "--contact", f"Son={SON}", "--stb-secret", STB_SECRET)  # fmt: skip
+        "--contact", f"Son={SON}", "--stb-secret", STB_SECRET, "--hub-id", HUB_ID)  # fmt: skip
     cli(config, "directory", "add", "--uid", "U1002", "--name", "Wang Fang", "--language", "zh",
         "--stb-ip", "127.0.0.24", "--address", "12 Garden Road, Haidian District, Beijing",
         "--contact", "Daughter=+8613900000002")  # fmt: skip
@@ -250,6 +316,20 @@ async def demo(work: Path, stack: contextlib.ExitStack) -> None:
         print(f"{who}: baresip registered as {'120' if who == 'centre' else SON}@127.0.0.1, auto-answer")
     print(f"Kamailio on 127.0.0.1:{ports['kamailio']} (digest auth), SMS centre on 127.0.0.1:{ports['smsc']}")
 
+    step("Start Mary's home hub (`voip-sos hub run`): a Zigbee2MQTT lock and the parking system, simulated")
+    broker = ("127.0.0.1", ports["broker"])
+    parking = await sims.enter_async_context(ParkingSim())
+    hub_config = write_hub_config(work, ports, parking)
+    lock = await sims.enter_async_context(Z2mLockSim(f"demo-z2m-{os.getpid()}", "front_door", broker=broker))
+    lock.users.update({1: Slot("112233", permanent=True)})  # Mary's own code, never touched
+    hub = stack.enter_context(
+        Peer([str(CLI), "hub", "run", "--hub-config", str(hub_config)], cwd=work, name="voip-sos-hub")
+    )
+    PEERS.append(hub)
+    await wait_for("the hub to start", lambda: "hub started" in hub.output(), 20, hub)
+    print(f"hub {HUB_ID} on 127.0.0.1:{ports['hub']}, broker 127.0.0.1:{ports['broker']}, lock slots "
+          f"{sorted(lock.users)} (slot 1: Mary's own code), parking at {parking.url}")  # fmt: skip
+
     step("Start `voip-sos serve`")
     serve = stack.enter_context(
         Peer([str(CLI), "--config", str(config), "serve"], cwd=work, name="voip-sos-serve")
@@ -265,9 +345,10 @@ async def demo(work: Path, stack: contextlib.ExitStack) -> None:
     step(f"Mary presses SOS on her TV ({STB_IP})")
     press_started = time.monotonic()
     tv_lines: list[str] = []
-    press = await press_and_follow(config, tv_lines)
+    press = await press_and_follow(config, tv_lines, ports["hub"])
     try:
         await after_press(config, work, press, tv_lines, phones, records, smsc, message, ports, press_started)
+        await family_revokes(smsc, lock, hub, ports)
     finally:
         if press.returncode is None:
             _kill(press.pid)
@@ -303,14 +384,23 @@ async def after_press(
         answered[who] = time.monotonic()
         print(f"{who} answered {answered[who] - press_started:.1f} s after the press")
 
-    step("SMS received at the SMS centre (through Kamailio)")
+    step("SMS received at the SMS centre (through Kamailio): the alarm, then the door code and parking pass")
     await wait_for("two MESSAGEs at the SMS centre", lambda: len(sms_bodies(smsc.messages())) >= 2, 30, smsc)
+    await wait_for(
+        "the follow-up SMS with the door code and parking pass",
+        lambda: sum("Door code" in b for _, b in sms_bodies(smsc.messages())) >= 2,
+        30,
+        smsc,
+    )
     texts = sms_bodies(smsc.messages())
     for uri, body in texts:
         print(f"--- to {uri} ({len(body)} characters)\n{body}")
     links = sorted({u for _, b in texts for u in re.findall(r"https?://\S+/v/[A-Za-z0-9_\-]+", b)})
     if not links:
         raise DemoError("no voice link in the SMS texts")
+    follow_ups = [b for _, b in texts if "Door code" in b]
+    if len(follow_ups) != 2 or not all("Parking code" in b for b in follow_ups):
+        raise DemoError(f"expected one follow-up with both codes per recipient, got {follow_ups}")
 
     step("Fetch the voice link from the SMS")
     status, ctype, body = await http_get(links[0])
@@ -358,6 +448,40 @@ async def after_press(
     for line in metrics.decode().splitlines():
         if re.match(r"voip_sos_(calls|sms|incidents)_\w*total\{", line) and not line.endswith(" 0.0"):
             print(line)
+
+
+async def family_revokes(smsc: Sipp, lock: Z2mLockSim, hub: Peer, ports: dict[str, int]) -> None:
+    step("The son opens his family page from his SMS and revokes the door code")
+    son_texts = [b for uri, b in sms_bodies(smsc.messages()) if SON in uri]
+    found = [m for b in son_texts for m in re.findall(r"http://\S+/f/[A-Za-z0-9_\-]{22}", b)]
+    if not found:
+        raise DemoError(f"no family link in the son's SMS: {son_texts}")
+    url = found[0]
+    status, ctype, _ = await http_get(url)
+    print(f"GET {url}\n-> {status}, {ctype} (the page; a phone shows it, see docs/family.md)")
+    _, _, body = await http_get(url + "/state")
+    state = json.loads(body)
+    print(f"state: {state['status']}, door code {state['codes']['door_code']}, "
+          f"parking pass {state['codes']['parking_code']}")  # fmt: skip
+    print(f"lock slots before: {dict(sorted((u, s.code) for u, s in lock.users.items()))}")
+    answer = await http_post(url + "/revoke", {"X-Family-Nonce": state["nonce"]})
+    print(f"POST {url}/revoke -> {answer}")
+    print(f"lock slots after:  {dict(sorted((u, s.code) for u, s in lock.users.items()))}")
+    result = answer.get("revoke", {})
+    if result.get("state") != "done" or lock.temporary() != {} or 1 not in lock.users:
+        raise DemoError(f"the revoke did not clear exactly the temporary code: {answer}")
+    for line in hub.output().splitlines():
+        if any(k in line for k in ("door code confirmed", "parking pass granted", "revoked temporary codes")):
+            print(f"    [hub] {line}")
+
+
+async def http_post(url: str, headers: dict[str, str]) -> dict[str, object]:
+    def post() -> dict[str, object]:
+        req = urllib.request.Request(url, data=b"", headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return dict(json.loads(resp.read()))
+
+    return await asyncio.wait_for(asyncio.to_thread(post), left(35))
 
 
 async def http_get(url: str) -> tuple[int, str | None, bytes]:

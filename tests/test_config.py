@@ -158,3 +158,24 @@ def test_config_check_refuses_trusting_carried_ip_while_stbs_lack_secrets(cli: C
 def test_config_check_reports_a_missing_voice_model(cli: Cli) -> None:
     r = cli("config", "check", env={"VOIP_SOS_VOICE_MODELS__ZH": "voices/none.onnx"})
     assert r.returncode == 2 and "voice.models.zh" in r.stderr
+
+
+def test_hub_link_keys_env_overrides_masking_and_errors(cli: Cli, tmp_path: Path) -> None:
+    cli.config.write_text("hub_link:\n  broker: 127.0.0.1:1883\n  ca_file: certs/ca.pem\n", encoding="utf-8")
+    cfg = load_config(
+        cli.config, {"VOIP_SOS_HUB_LINK_PASSWORD": "s3cret", "VOIP_SOS_HUB_LINK_CLIENT_ID": "b1"}
+    )
+    link = cfg.hub_link
+    assert link.broker == HostPort("127.0.0.1", 1883) and link.username == "voip-sos-backend"
+    assert (link.password, link.client_id) == ("s3cret", "b1")
+    assert link.ca_file == str(cli.workdir / "certs" / "ca.pem")  # relative to the config file
+    r = cli("config", "check", env={"VOIP_SOS_HUB_LINK_PASSWORD": "s3cret"})
+    assert r.returncode == 0, r.stderr
+    assert "s3cret" not in r.stdout and "password: '********'" in r.stdout.split("hub_link:")[1]
+    assert problems(
+        "hub_link:\n  broker: mqtt\n  revoke_timeout_s: 0\nemergency:\n  codes_settle_s: -1\n", tmp_path
+    ) == [
+        "config error: emergency.codes_settle_s: expected a number >= 0, got -1 (config.yaml line 5)",
+        'config error: hub_link.broker: expected HOST:PORT, got "mqtt" (config.yaml line 2)',
+        "config error: hub_link.revoke_timeout_s: expected a positive number, got 0 (config.yaml line 3)",
+    ]

@@ -24,6 +24,7 @@ from voip_sos.config_values import (
     _resolve_db_url,
     _resolve_fallback_dir,
     _resolve_map_paths,
+    _resolve_optional_path,
     _resolve_path,
     key,
     list_of,
@@ -33,6 +34,7 @@ from voip_sos.config_values import (
     parse_db_url,
     parse_flag,
     parse_hostport,
+    parse_non_negative_float,
     parse_optional_hex_key,
     parse_optional_hostport,
     parse_optional_ip,
@@ -259,6 +261,14 @@ class EmergencyConfig:
         parse_flag,
         type_name="bool",
     )
+    codes_settle_s: float = key(
+        1.0,
+        "After a door or parking code arrives, wait this long for the other before the follow-up SMS "
+        "(one text with both); 0 = at once",
+        parse_non_negative_float,
+        type_name="number",
+        unit="s",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,11 +348,79 @@ class HttpConfig:
     link_ttl_s: int = key(
         86400, "How long a voice link in an SMS works", parse_positive_int, type_name="int", unit="s"
     )
+    family_link_ttl_s: int = key(
+        172800,
+        "How long a contact's family-page link works (it must outlive the incident: revoke comes later)",
+        parse_positive_int,
+        type_name="int",
+        unit="s",
+    )
     metrics_listen: HostPort | None = key(
         None,
         "Operator-only address for `/healthz` and `/metrics`; unset = served on `http.listen`",
         parse_optional_hostport,
         type_name="HOST:PORT",
+    )
+    clip_dir: str = key(
+        "var/clips",
+        "Folder the hubs' camera clips are stored in (docs/clip.md)",
+        parse_str,
+        type_name="path",
+        resolve=_resolve_path,
+    )
+    clip_retention_s: int = key(
+        604800,
+        "Camera clips are deleted this long after upload",
+        parse_positive_int,
+        type_name="int",
+        unit="s",
+    )
+    clip_upload_ttl_s: int = key(
+        86400,
+        "How long a hub's upload token for an incident's clips works",
+        parse_positive_int,
+        type_name="int",
+        unit="s",
+    )
+    clip_max_mb: int = key(
+        512, "Largest camera clip accepted", parse_positive_int, type_name="int", unit="MB"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HubLinkConfig:
+    broker: HostPort | None = key(
+        None,
+        "The operator's MQTT broker the home hubs connect to (docs/hub.md); unset = no hub link",
+        parse_optional_hostport,
+        type_name="HOST:PORT",
+    )
+    username: str = key(
+        "voip-sos-backend", "Broker username (the ACL's backend user)", parse_str, type_name="string"
+    )
+    password: str = key(
+        "", "Broker password", lambda v: parse_optional_str(v) or "", type_name="string", secret=True
+    )
+    ca_file: str | None = key(
+        None,
+        "CA certificate for TLS to the broker; unset = plain TCP",
+        parse_optional_str,
+        type_name="path",
+        resolve=_resolve_optional_path,
+    )
+    client_id: str | None = key(
+        None,
+        "Fixed MQTT client id: the broker keeps this backend's session, so hub events sent while it was "
+        "away are delivered; unset = a fresh session per start. One id per backend",
+        parse_optional_str,
+        type_name="string",
+    )
+    revoke_timeout_s: float = key(
+        25.0,
+        "Wait this long for a hub's confirmed answer to the family's revoke",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
     )
 
 
@@ -370,6 +448,7 @@ class Config:
     emergency: EmergencyConfig = field(default_factory=EmergencyConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    hub_link: HubLinkConfig = field(default_factory=HubLinkConfig)
     log: LogConfig = field(default_factory=LogConfig)
     path: Path | None = None
 
@@ -382,6 +461,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "emergency": EmergencyConfig,
     "voice": VoiceConfig,
     "http": HttpConfig,
+    "hub_link": HubLinkConfig,
     "log": LogConfig,
 }
 
@@ -576,7 +656,10 @@ def _plain(value: object) -> object:
     if isinstance(value, HostPort | PortRange):
         return str(value)
     if isinstance(value, tuple):
-        return list(value)
+        return [_plain(v) for v in value]
+    shown = getattr(value, "shown", None)  # structured values (hub cameras) mask their own secrets
+    if callable(shown):
+        return shown()
     return value
 
 

@@ -132,6 +132,18 @@ def parse_positive_float(value: object) -> float:
     return float(value)
 
 
+def parse_non_negative_float(value: object) -> float:
+    """A number >= 0 (a duration where 0 means "at once")."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number >= 0, got {_show(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number >= 0, got {_show(value)}")
+    return float(value)
+
+
 def parse_count(value: object) -> int:
     """A whole number >= 0 (e.g. how many redials)."""
     if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
@@ -216,6 +228,10 @@ def map_of_str(value: object) -> dict[str, str]:
 def _resolve_path(value: str, base: Path) -> str:
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _resolve_optional_path(value: str | None, base: Path) -> str | None:
+    return None if value is None else _resolve_path(value, base)
 
 
 def _resolve_db_url(value: str, base: Path) -> str:

@@ -13,22 +13,26 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from voip_sos.aio.sos_listener import SosListenerProtocol, start_sos_listener
+from voip_sos.aio.listener_process import ListenerProcess, listener_settings
 from voip_sos.aio.user_agent import IncomingCallRequest, UserAgent
-from voip_sos.config import Config, SosConfig
+from voip_sos.clips.archive import open_clip_archive
+from voip_sos.clips.tokens import ClipGrants
+from voip_sos.config import Config
 from voip_sos.directory import Directory
-from voip_sos.errors import ConfigError, LocalProtocolError
+from voip_sos.errors import ConfigError
+from voip_sos.incidents.hub_bridge import open_hub_bridge
 from voip_sos.incidents.recording import Recorded, RequestRecord
 from voip_sos.incidents.runner import IncidentRunner
 from voip_sos.incidents.store import IncidentStore
 from voip_sos.metrics import Metrics
 from voip_sos.notify.sip_message import SipMessageTransport
-from voip_sos.sos.listener import ListenerSettings
 from voip_sos.voice.service import PromptService
+from voip_sos.web.family import FamilyPages
 from voip_sos.web.link_store import DbLinkStore
 from voip_sos.web.runner import start_http
 
@@ -40,20 +44,9 @@ logger = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 5.0
 # Registration lost for longer than this is an ERROR (once per outage).
 REGISTRATION_LOST_ERROR_S = 60.0
+SWITCH_INTERVAL_S = 0.001
 # How often subscribers changed by another process (CLI, import) are queued for pre-rendering.
 PRERENDER_SWEEP_S = 60.0
-
-
-def listener_settings(sos: SosConfig) -> ListenerSettings:
-    return ListenerSettings(
-        trust_carried_ip=sos.trust_carried_ip,
-        operator_key=bytes.fromhex(sos.operator_key) if sos.operator_key else None,
-        check_clock=sos.check_clock,
-        clock_window_s=sos.clock_window_s,
-        rate_per_s=sos.rate_per_s,
-        burst=sos.burst,
-        max_pending=sos.max_pending,
-    )
 
 
 async def sos_problems(cfg: Config, directory: Directory) -> list[str]:
@@ -84,7 +77,7 @@ class _Watch:
 
     def __init__(self, cfg: Config, ua: UserAgent, metrics: Metrics, prompts: PromptService) -> None:
         self._cfg, self._ua, self._metrics, self._prompts = cfg, ua, metrics, prompts
-        self.proto: SosListenerProtocol | None = None
+        self.listener: ListenerProcess | None = None
         self._lost_since: float | None = None
         self._reported = False
 
@@ -111,15 +104,15 @@ class _Watch:
                     extra={"state": reg.state if reg else "none", "status": reg.status if reg else None},
                 )
         self._metrics.render_queue(self._prompts.queue_length())
-        if self.proto is not None:
-            self._metrics.sync_sos_rejected(self.proto.core.counters)
+        if self.listener is not None:
+            self._metrics.sync_sos_rejected(self.listener.counters)
 
     async def health(self) -> dict[str, object]:
         reg = self._ua.registration
         return {
             "status": "ok" if self.registered else "degraded",
             "registration": reg.state if reg else ("none" if self._cfg.sip.registrar is None else "pending"),
-            "sos_listener": self.proto is not None,
+            "sos_listener": self.listener is not None and self.listener.alive,
         }
 
 
@@ -127,6 +120,10 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
     """Run until `stop` is set (or SIGTERM/SIGINT); 0 on a clean stop."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # The database writer and the sqlite threads take the GIL back after every SQLite call; with
+    # the default 5 ms switch interval a busy event loop held them (and SQLite's write lock, which
+    # the SOS listener process waits for) 5 ms per call. 1 ms bounds that wait.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
@@ -150,7 +147,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 return
             await runner_ref[0].on_incoming(req)
 
-        ua = UserAgent(cfg, on_incoming=incoming)
+        ua = UserAgent(cfg, on_incoming=incoming, media_thread=True)
         await ua.start()
         stack.push_async_callback(ua.close)
         if cfg.sip.registrar is not None:
@@ -160,24 +157,24 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
 
         metrics = Metrics()
         watch = _Watch(cfg, ua, metrics, prompts)
-        links = DbLinkStore(directory.engine)
-        http = await start_http(cfg.http, links, metrics.registry, watch.health)
+        links = DbLinkStore(directory.engine, write=store.write, write_statement=store.write_statement)
+        # Home hubs (hub_link.broker set): context out, codes in, the family's revoke.
+        hubs = await open_hub_bridge(cfg.hub_link, directory, store)
+        if hubs is not None:
+            stack.push_async_callback(hubs.close)
+        clips = open_clip_archive(cfg.http, directory.engine, store, store.write)  # camera clips (F9)
+        if hubs is not None:
+            hubs.clip_grant = ClipGrants(links, cfg.http.public_url, cfg.http.clip_upload_ttl_s)
+        family = FamilyPages(store, revoker=hubs, codes=hubs, public_url=cfg.http.public_url, clips=clips)
+        http = await start_http(cfg.http, links, metrics.registry, watch.health, family=family, clips=clips)
         stack.push_async_callback(http.close)
 
-        proto_ref: list[SosListenerProtocol] = []
+        listener_ref: list[ListenerProcess] = []
 
         def send_status(incident_id: int, ip: str, status: Any, detail: str | None = None) -> int:
-            if not proto_ref:
-                return 0
-            try:
-                return proto_ref[0].send_status(incident_id, ip, status, detail)
-            except LocalProtocolError as exc:
-                # The listener knows where an STB is only once it has heard from it (after a restart
-                # it has not yet; at shutdown its sessions are gone): the TV learns at its next contact.
-                logger.warning(
-                    "STATUS not sent", extra={"incident": incident_id, "stb": ip, "reason": str(exc)}
-                )
-                return 0
+            if listener_ref:
+                listener_ref[0].send_status(incident_id, ip, status, detail)
+            return 0
 
         runner = IncidentRunner(
             cfg, directory, store, ua, prompts, SipMessageTransport(ua), send_status, links, metrics
@@ -186,30 +183,38 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
         stack.push_async_callback(runner.close)
 
         def on_recorded(rec: RequestRecord, res: Recorded) -> None:
-            # Never hold up the listener's writer (the next batch's RECEIPTs) with incident work.
-            task = asyncio.ensure_future(runner.on_recorded(rec, res))
-            background.add(task)
-            task.add_done_callback(background.discard)
+            # At once, in the callback that read it: the INVITEs go out before anything else runs.
+            later = runner.recorded_now(rec, res)
+            if later is not None:
+                task = asyncio.ensure_future(later)
+                background.add(task)
+                task.add_done_callback(background.discard)
+            if hubs is not None:
+                hubs.on_recorded(rec, res)
 
         background: set[asyncio.Task[Any]] = set()
-        listen = cfg.sos.listen
-        proto = await start_sos_listener(
-            listen.host, listen.port, listener_settings(cfg.sos), directory, store, on_recorded
+        # The listener runs in a process of its own (voip_sos/aio/listener_process.py): a RECEIPT
+        # must not wait behind the calls, SMS and renders of the incidents already started.
+        listener = ListenerProcess(
+            cfg, on_recorded, metrics.sos_receipt, on_restart=lambda: runner.resume_open(after_crash=False)
         )
-        proto_ref.append(proto)
-        watch.proto = proto
-        logger.info("SOS listener ready", extra={"listen": f"{proto.address[0]}:{proto.address[1]}"})
-        stack.push_async_callback(proto.close)
+        await listener.start()
+        listener_ref.append(listener)
+        watch.listener = listener
+        host, port = listener.address
+        logger.info("SOS listener ready", extra={"listen": f"{host}:{port}", "pid": listener.pid})
+        stack.push_async_callback(listener.close)
         resumed = await runner.resume_open()
         if resumed:
             logger.info("incidents resumed after restart", extra={"incidents": resumed})
+        if hubs is not None:
+            await hubs.start(runner)
 
         tasks = [
             asyncio.create_task(_every(WATCH_INTERVAL_S, watch.tick, "watch")),
             asyncio.create_task(_prerender(prompts, directory), name="prerender"),
         ]
         await watch.tick()
-        host, port = proto.address
         logger.info(
             "voip-sos ready",
             extra={"sos": f"{host}:{port}", "sip": str(cfg.sip.listen), "http": str(http.public)},
@@ -223,7 +228,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-            logger.info("stopped", extra={"counters": dict(proto.core.counters)})
+            logger.info("stopped", extra={"counters": dict(listener.counters)})
     return 0
 
 

@@ -175,3 +175,22 @@ async def test_running_backend_sees_cli_changes_without_restart(cli: Cli) -> Non
         assert await backend.lookup_stb("10.1.0.1") is None
     finally:
         await backend.close()
+
+
+def test_hub_id_set_shown_refused_and_removed(cli: Cli) -> None:
+    assert cli(*ADD, "--hub-id", "hub-0042").returncode == 0
+    obj = json.loads(cli("directory", "show", "--uid", "U1001", "--json").stdout)
+    assert obj["hub_id"] == "hub-0042"
+    assert "\nhub         hub-0042\n" in cli("directory", "show", "--uid", "U1001").stdout
+    r = cli("directory", "add", "--uid", "U2", "--name", "X", "--stb-ip", "10.1.0.2", "--address", "A",
+            "--contact", "A=1", "--hub-id", "hub-0042", "--json")  # fmt: skip
+    assert r.returncode == 1
+    assert json.loads(r.stdout) == {
+        "error": "hub hub-0042 already belongs to subscriber U1001; nothing was changed"
+    }
+    r = cli("directory", "update", "--uid", "U1001", "--hub-id", "HUB 42")
+    assert r.returncode == 2 and r.stderr.startswith('error: --hub-id: "HUB 42" is not a hub id'), r.stderr
+    assert cli("directory", "update", "--uid", "U1001", "--floor", "6").returncode == 0
+    assert json.loads(cli("directory", "show", "--uid", "U1001", "--json").stdout)["hub_id"] == "hub-0042"
+    assert cli("directory", "update", "--uid", "U1001", "--hub-id", "").returncode == 0
+    assert json.loads(cli("directory", "show", "--uid", "U1001", "--json").stdout)["hub_id"] is None

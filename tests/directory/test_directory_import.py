@@ -108,6 +108,43 @@ async def test_without_secret_column_secrets_are_kept(directory: Directory) -> N
     assert u1 is not None and u1.stbs[0].secret is not None
 
 
+HUB_HEADER = "uid,name,address,stb_ip,contacts,hub_id\n"
+
+
+async def test_hub_id_column_imports_exports_and_is_unique(directory: Directory, tmp_path: object) -> None:
+    data = (
+        HUB_HEADER
+        + "H1,Ann,1 Road,10.3.0.1,A=1,hub-0001\n"
+        + "H2,Bob,2 Road,10.3.0.2,B=2,\n"  # no hub in this home
+        + "H3,Cy,3 Road,10.3.0.3,C=3,hub-0001\n"  # line 4: hub already on line 2
+        + "H4,Di,4 Road,10.3.0.4,D=4,Hub_1\n"  # line 5: not a hub id
+    ).encode()
+    r = await import_csv(directory, data)
+    assert (r.added, r.rejected) == (2, 2)
+    assert [str(e) for e in r.errors] == [
+        "line 4, column hub_id: hub-0001 is already on line 2 (uid H1)",
+        "line 5, column hub_id: \"Hub_1\" is not a hub id (a-z, 0-9, '-'; at most 63; no leading '-')",
+    ]
+    h1, h2 = await directory.get("H1"), await directory.get("H2")
+    assert h1 is not None and h1.hub_id == "hub-0001" and h2 is not None and h2.hub_id is None
+    # Another subscriber in the database owns the hub: refused, naming the owner.
+    r = await import_csv(directory, (HUB_HEADER + "H2,Bob,2 Road,10.3.0.2,B=2,hub-0001\n").encode())
+    assert [str(e) for e in r.errors] == ["line 2, column hub_id: hub-0001 already belongs to subscriber H1"]
+    # A file without the column leaves stored hub ids alone (and counts the row unchanged).
+    r = await import_csv(directory, b"uid,name,address,stb_ip,contacts\nH1,Ann,1 Road,10.3.0.1,A=1\n")
+    assert r.unchanged == 1
+    assert (await directory.by_hub("hub-0001")) is not None
+    # Export writes the column; importing the export changes nothing; an emptied cell removes the hub.
+    out = f"{tmp_path}/hubs.csv"
+    await export_csv(directory, out)
+    text = Path(out).read_text(encoding="utf-8")  # noqa: ASYNC240
+    assert text.splitlines()[0].endswith(",hub_id") and ",hub-0001" in text
+    r = await import_csv(directory, text.encode())
+    assert (r.updated, r.unchanged) == (0, 2)
+    r = await import_csv(directory, (HUB_HEADER + "H1,Ann,1 Road,10.3.0.1,A=1,\n").encode())
+    assert r.updated == 1 and await directory.by_hub("hub-0001") is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

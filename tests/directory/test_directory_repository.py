@@ -7,9 +7,10 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from voip_sos.directory import Address, Contact, Directory, Stb, Subscriber
-from voip_sos.directory.schema import current_revision, downgrade, head_revision, upgrade
+from voip_sos.directory.schema import create_engine, current_revision, downgrade, head_revision, upgrade
 from voip_sos.errors import DirectoryError
 
 SECRET = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -185,3 +186,56 @@ async def test_updated_since_finds_added_and_changed(directory: Directory) -> No
     assert [s.uid for s in await directory.updated_since(mark)] == ["B"]
     await directory.replace(make(uid="A", ip="10.1.0.1", name="Changed"))
     assert [s.uid for s in await directory.updated_since(mark)] == ["B", "A"]
+
+
+async def test_hub_id_is_stored_looked_up_and_unique(directory: Directory) -> None:
+    await directory.add(make(uid="A", ip="10.1.0.1", hub_id="hub-0042"))
+    await directory.add(make(uid="B", ip="10.1.0.2"))
+    await directory.add(make(uid="C", ip="10.1.0.3"))  # many homes without a hub: NULLs never clash
+    match = await directory.lookup_stb("10.1.0.1")
+    assert match is not None and match.subscriber.hub_id == "hub-0042"
+    found = await directory.by_hub("hub-0042")
+    assert found is not None and found.uid == "A"
+    assert await directory.by_hub("hub-9999") is None
+    with pytest.raises(DirectoryError, match="hub hub-0042 already belongs to subscriber A"):
+        await directory.replace(make(uid="B", ip="10.1.0.2", hub_id="hub-0042"))
+    with pytest.raises(DirectoryError, match='subscriber D: "Hub/0042" is not a hub id'):
+        await directory.add(make(uid="D", ip="10.1.0.4", hub_id="Hub/0042"))
+    b = await directory.get("B")
+    assert b is not None and b.hub_id is None
+    await directory.replace(make(uid="A", ip="10.1.0.1", hub_id=None))
+    await directory.replace(make(uid="B", ip="10.1.0.2", hub_id="hub-0042"))
+    assert (await directory.by_hub("hub-0042")).uid == "B"  # type: ignore[union-attr]
+
+
+async def test_migration_0005_adds_hub_id_and_keeps_rows_both_ways(db_url: str) -> None:
+    assert await upgrade(db_url, "0004") == "0004"
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO subscribers (uid, name, language, address_line, created_at, updated_at) "
+                    "VALUES ('OLD', 'Old', 'en', '1 Road', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            sid = (await conn.execute(text("SELECT id FROM subscribers"))).scalar_one()
+            await conn.execute(text(f"INSERT INTO stbs (subscriber_id, ip) VALUES ({sid}, '10.7.0.1')"))
+    finally:
+        await engine.dispose()
+    assert await upgrade(db_url) == head_revision()
+    d = await Directory.open(db_url)
+    try:
+        old = await d.get("OLD")
+        assert old is not None and old.hub_id is None and [s.ip for s in old.stbs] == ["10.7.0.1"]
+        await d.replace(dataclasses.replace(old, hub_id="hub-1", contacts=(Contact("A", "1"),)))
+    finally:
+        await d.close()
+    assert await downgrade(db_url, "0004") == "0004"
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM stbs"))).scalar_one() == 1
+            assert (await conn.execute(text("SELECT count(*) FROM contacts"))).scalar_one() == 1
+    finally:
+        await engine.dispose()

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from voip_sos.config import HostPort, HttpConfig
 from voip_sos.directory.schema import create_engine, downgrade, head_revision, upgrade
+from voip_sos.incidents.store import IncidentStore
 from voip_sos.metrics import Metrics
 from voip_sos.web import DbLinkStore, HttpServers, Link, issue_voice_link, new_token, start_http, token_hash
 from voip_sos.web.server import NOT_FOUND_TEXT
@@ -25,13 +26,20 @@ from voip_sos.web.server import NOT_FOUND_TEXT
 SAMPLE_RATE_HZ = 8000
 
 
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[DbLinkStore]:
+@pytest.fixture(params=["own connection", "through the incident writer"])
+async def store(db_url: str, request: pytest.FixtureRequest) -> AsyncIterator[DbLinkStore]:
+    """Both ways a link is written: on the store's own engine, and as serve does it, through the
+    incident store's writer (on SQLite one autocommit statement on its thread)."""
     await upgrade(db_url)
     engine = create_engine(db_url)
+    incidents = IncidentStore(engine)
     try:
-        yield DbLinkStore(engine)
+        if request.param == "own connection":
+            yield DbLinkStore(engine)
+        else:
+            yield DbLinkStore(engine, write=incidents.write, write_statement=incidents.write_statement)
     finally:
+        await incidents.aclose()
         await engine.dispose()
 
 

@@ -22,6 +22,7 @@ from voip_sos.directory.validate import (
     FieldError,
     normalize_ip,
     parse_contacts,
+    parse_hub_id,
     parse_language,
     parse_secret,
     parse_text,
@@ -100,6 +101,9 @@ def _record_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--language", choices=["en", "zh"], default=None)
     p.add_argument("--notes", default=None, metavar="TEXT", help="medical notes")
     p.add_argument(
+        "--hub-id", default=None, metavar="ID", help="the home hub's id (docs/hub.md); '' removes it"
+    )
+    p.add_argument(
         "--contact",
         action="append",
         default=[],
@@ -172,6 +176,7 @@ def _subscriber_from(args: argparse.Namespace, cfg: Config, old: Subscriber | No
     language = parse_language(args.language or "", cfg.voice.language) if args.language or not old else None
     notes = parse_text("notes", args.notes, limit=4000) if args.notes is not None else None
     contacts = parse_contacts(args.contact) if args.contact or not old else None
+    hub_id = parse_hub_id(args.hub_id) if args.hub_id is not None else (old.hub_id if old else None)
     return Subscriber(
         uid=uid,
         name=name if name is not None else (old.name if old else ""),
@@ -180,6 +185,7 @@ def _subscriber_from(args: argparse.Namespace, cfg: Config, old: Subscriber | No
         contacts=contacts if contacts is not None else (old.contacts if old else ()),
         stbs=_stbs(args.stb_ip, args.stb_secret, old.stbs if old else ()),
         notes=notes if notes is not None else (old.notes if old else ""),
+        hub_id=hub_id,
     )
 
 
@@ -204,6 +210,7 @@ def subscriber_json(sub: Subscriber) -> dict[str, Any]:
             for s in sub.stbs
         ],
         "contacts": [{"name": c.name, "phone": c.phone} for c in sub.contacts],
+        "hub_id": sub.hub_id,
         "created_at": _iso(sub.created_at),
         "updated_at": _iso(sub.updated_at),
     }
@@ -223,6 +230,8 @@ def _print_subscriber(sub: Subscriber, heading: str = "") -> None:
         seen = _iso(s.last_seen_at) or "never"
         rows.append(("stb", f"{s.ip}  (secret {'set' if s.secret else 'not set'}, last seen {seen})"))
     rows += [(f"contact {i}", f"{c.name}  {c.phone}") for i, c in enumerate(sub.contacts, 1)]
+    if sub.hub_id:
+        rows.append(("hub", sub.hub_id))
     if sub.notes:
         rows.append(("notes", sub.notes))
     rows.append(("updated", _iso(sub.updated_at) or ""))

@@ -17,10 +17,12 @@ from typing import Any
 from voip_sos.config import Config
 from voip_sos.config_values import HostPort, parse_hostport
 from voip_sos.directory import Directory
+from voip_sos.hub.aio import open_hub_client
 from voip_sos.sos.retry import GIVE_UP_S
 from voip_sos.sos.wire import MsgType
 from voip_sos.stb.aio import open_stb_client
 from voip_sos.stb.events import ReceiptReceived, RejectReceived, StatusReceived
+from voip_sos.stb.hub_relay import HUB_WAIT_S, CancelOutcome, PressOutcome, cancel_with_hub, press_with_hub
 
 __all__ = ["EXIT_NO_ANSWER", "EXIT_RECEIPT", "EXIT_REJECT", "parse_duration", "register"]
 
@@ -35,9 +37,11 @@ def register(sub: Any) -> None:
     press = ssub.add_parser("press", help="press the SOS key")
     _request_options(press)
     press.add_argument("--test", action="store_true", help="a test call (calls emergency.test_number only)")
+    _hub_options(press, "also instruct the home hub; forward its codes as UPDATEs")
     press.set_defaults(handler=_request_handler(MsgType.SOS))
     cancel = ssub.add_parser("cancel", help="cancel the open incident (false alarm)")
     _request_options(cancel)
+    _hub_options(cancel, "also tell the home hub to revoke every temporary code")
     cancel.set_defaults(handler=_request_handler(MsgType.CANCEL))
     upd = ssub.add_parser("update", help="send later facts for the open incident")
     _request_options(upd)
@@ -93,6 +97,14 @@ def _request_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output (docs/cli-json.md)")
 
 
+def _hub_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--hub", type=_backend, metavar="HOST:PORT", help=f"the home hub (docs/hub.md): {what}")
+    p.add_argument("--hub-key", metavar="HEX", help="the STB-hub key (the hub's hub.stb_key)")
+    p.add_argument(
+        "--hub-wait", type=float, default=HUB_WAIT_S, metavar="S", help="wait at most S for the hub's answer"
+    )
+
+
 def _request_handler(kind: MsgType) -> Any:
     def handler(args: argparse.Namespace, cfg: Config) -> int:
         return asyncio.run(_request(kind, args, cfg))
@@ -126,14 +138,40 @@ async def _request(kind: MsgType, args: argparse.Namespace, cfg: Config) -> int:
         fields = {"door_code": args.door_code, "parking_code": args.parking_code, "note": args.note}
         if not any(fields.values()):
             return _fail(args, "update needs --door-code, --parking-code or --note", EXIT_FAILED)
+    hub_key: bytes | None = None
+    if getattr(args, "hub", None) is not None:
+        try:
+            hub_key = bytes.fromhex(args.hub_key or "")
+        except ValueError:
+            hub_key = b""
+        if not hub_key:
+            return _fail(args, "--hub needs --hub-key HEX (the hub's hub.stb_key)", EXIT_FAILED)
     try:
         client = await open_stb_client(
             args.source_ip, key, targets, bind=(args.source_ip, args.source_port), give_up_s=args.timeout
         )
     except OSError as exc:
         return _fail(args, f"cannot send from {args.source_ip}: {exc.strerror}", EXIT_FAILED)
+    hub = None
+    hub_out: dict[str, Any] | None = None
     try:
-        answer = await client.request(kind, test=getattr(args, "test", False), **fields)
+        if hub_key is not None:
+            try:
+                hub = await open_hub_client(
+                    hub_key, (args.hub.host, args.hub.port), local_host=args.source_ip
+                )
+            except OSError as exc:
+                return _fail(args, f"cannot reach the hub from {args.source_ip}: {exc.strerror}", EXIT_FAILED)
+        if hub is not None and kind is MsgType.SOS:
+            pressed = await press_with_hub(client, hub, test=args.test, hub_wait_s=args.hub_wait)
+            answer, hub_out = pressed.answer, _press_hub_json(args, pressed)
+        elif hub is not None and kind is MsgType.CANCEL:
+            cancelled = await cancel_with_hub(client, hub, hub_wait_s=args.hub_wait)
+            answer, hub_out = cancelled.answer, _cancel_hub_json(args, cancelled)
+        else:
+            answer = await client.request(kind, test=getattr(args, "test", False), **fields)
+        if hub_out is not None and not args.json:
+            print(_hub_line(hub_out), flush=True)
         statuses: list[StatusReceived] = []
         if isinstance(answer, ReceiptReceived) and args.follow:
             if not args.json:
@@ -145,6 +183,8 @@ async def _request(kind: MsgType, args: argparse.Namespace, cfg: Config) -> int:
                     print(f"STATUS {st.status.name.lower()} incident {st.incident_id}{detail}", flush=True)
     finally:
         client.close()
+        if hub is not None:
+            hub.close()
     out: dict[str, Any] = {
         "command": kind.name.lower(),
         "stb_ip": args.source_ip,
@@ -178,6 +218,8 @@ async def _request(kind: MsgType, args: argparse.Namespace, cfg: Config) -> int:
         code = EXIT_NO_ANSWER
     if args.follow:
         out["statuses"] = [_status_json(st) for st in statuses]
+    if hub_out is not None:
+        out["hub"] = hub_out
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
     elif isinstance(answer, ReceiptReceived):
@@ -191,6 +233,56 @@ async def _request(kind: MsgType, args: argparse.Namespace, cfg: Config) -> int:
     else:
         print(f"no backend answered: {_tries(answer.tries)} in {answer.elapsed_s:.1f} s", file=sys.stderr)
     return code
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _answer_word(answer: Any) -> str:
+    if isinstance(answer, ReceiptReceived):
+        return "receipt"
+    return "reject" if isinstance(answer, RejectReceived) else "timeout"
+
+
+def _press_hub_json(args: argparse.Namespace, pressed: PressOutcome) -> dict[str, Any]:
+    codes = pressed.codes
+    return {
+        "hub": str(args.hub),
+        "answered": codes is not None,
+        "final": bool(codes and codes.final),
+        "door_state": codes.door_state.name.lower() if codes else None,
+        "door_code": codes.door_code if codes else None,
+        "door_valid_until": _iso_ms(codes.door_valid_until_ms) if codes else None,
+        "parking_state": codes.parking_state.name.lower() if codes else None,
+        "parking_code": codes.parking_code if codes else None,
+        "parking_valid_until": _iso_ms(codes.parking_valid_until_ms) if codes else None,
+        "updates": [
+            {"door_code": u.door_code, "parking_code": u.parking_code, "result": _answer_word(u.answer)}
+            for u in pressed.updates
+        ],
+    }
+
+
+def _cancel_hub_json(args: argparse.Namespace, cancelled: CancelOutcome) -> dict[str, Any]:
+    r = cancelled.revoked
+    return {
+        "hub": str(args.hub),
+        "answered": r is not None,
+        "cleared": r.cleared if r else None,
+        "failed": r.failed if r else None,
+    }
+
+
+def _hub_line(hub: dict[str, Any]) -> str:
+    if not hub["answered"]:
+        return f"HUB {hub['hub']} did not answer"
+    if "door_state" not in hub:
+        return f"HUB revoked: {hub['cleared']} cleared, {hub['failed']} not confirmed"
+    door = hub["door_code"] or hub["door_state"]
+    parking = hub["parking_code"] or hub["parking_state"]
+    sent = ", ".join(f"UPDATE {u['result']}" for u in hub["updates"]) or "no UPDATE"
+    return f"HUB door code {door}, parking pass {parking} ({sent})"
 
 
 def _receipt_line(answer: ReceiptReceived) -> str:

@@ -9,6 +9,7 @@ million rows import in well under a minute.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import sys
@@ -30,6 +31,7 @@ from voip_sos.directory.validate import (
     MAX_TEXT_CHARS,
     FieldError,
     parse_contacts,
+    parse_hub_id,
     parse_ips,
     parse_language,
     parse_secret,
@@ -41,6 +43,7 @@ __all__ = ["CSV_COLUMNS", "ImportResult", "RowError", "decode_csv", "export_csv"
 
 CSV_COLUMNS = (
     "uid", "name", "language", "address", *ADDRESS_PARTS, "notes", "stb_ip", "stb_secret", "contacts",
+    "hub_id",
 )  # fmt: skip
 REQUIRED_COLUMNS = ("uid", "name", "address", "stb_ip", "contacts")
 LIST_SEPARATOR = ";"
@@ -120,6 +123,7 @@ def parse_row(
             return ""
 
     uid = name = language = ""
+    hub_id: str | None = None
     ips: tuple[str, ...] = ()
     contact_list: tuple[Contact, ...] = ()
     try:
@@ -149,6 +153,10 @@ def parse_row(
         contact_list = parse_contacts(_split(get("contacts") or ""))
     except FieldError as exc:
         errors.append(RowError(line, exc.column, str(exc)))
+    try:
+        hub_id = parse_hub_id(get("hub_id") or "")
+    except FieldError as exc:
+        errors.append(RowError(line, exc.column, str(exc)))
     if ips and secret_texts and len(secret_texts) != len(ips):
         errors.append(
             RowError(
@@ -163,6 +171,7 @@ def parse_row(
         language=language,
         address=Address(line_text, *parts),
         notes=notes,
+        hub_id=hub_id,
         contacts=contact_list,
         stbs=tuple(Stb(ip=ip, secret=secrets[i] if secrets else None) for i, ip in enumerate(ips)),
     )
@@ -202,7 +211,7 @@ def _rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:
 def _same(a: Subscriber, b: Subscriber, secrets_managed: bool) -> bool:
     def key(s: Subscriber) -> tuple[object, ...]:
         stb_key = tuple((t.ip, t.secret if secrets_managed else None) for t in s.stbs)
-        return (s.name, s.language, s.address, s.notes, s.contacts, stb_key)
+        return (s.name, s.language, s.address, s.notes, s.contacts, stb_key, s.hub_id)
 
     return key(a) == key(b)
 
@@ -215,6 +224,7 @@ class _RowSource:
         self._default_language = default_language
         self._first_line_of_uid: dict[str, int] = {}
         self._owner_of_ip: dict[str, tuple[int, str]] = {}
+        self._owner_of_hub: dict[str, tuple[int, str]] = {}
         self.done = False
 
     def next_chunk(self) -> tuple[list[tuple[int, Subscriber]], list[RowError], int]:
@@ -228,7 +238,9 @@ class _RowSource:
                 continue
             sub, row_errors = parse_row(line, raw, self._default_language)
             if sub is not None:
-                row_errors = _file_conflicts(line, sub, self._first_line_of_uid, self._owner_of_ip)
+                row_errors = _file_conflicts(
+                    line, sub, self._first_line_of_uid, self._owner_of_ip, self._owner_of_hub
+                )
             if row_errors or sub is None:
                 errors.extend(row_errors)
                 rejected += 1
@@ -255,7 +267,10 @@ async def import_csv(
     result = ImportResult(encoding=encoding)
     source = _RowSource(text, default_language)
     header_line = text.split("\n", 1)[0]
-    secrets_managed = "stb_secret" in [h.strip().lower() for h in next(csv.reader([header_line]), [])]
+    header = [h.strip().lower() for h in next(csv.reader([header_line]), [])]
+    secrets_managed = "stb_secret" in header
+    # Like stb_secret: a file without the hub_id column does not manage hub ids (stored ones stay).
+    hubs_managed = "hub_id" in header
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=max(text.count("\n"), 1), unit="rows", disable=not show, file=sys.stderr, leave=False)
@@ -274,7 +289,9 @@ async def import_csv(
                 result.errors.extend(errors)
                 result.rejected += rejected
                 if chunk:
-                    await _apply_chunk(conn, chunk, result, secrets_managed, now, changed, initially_empty)
+                    await _apply_chunk(
+                        conn, chunk, result, (secrets_managed, hubs_managed), now, changed, initially_empty
+                    )
                 bar.update(len(chunk) + rejected)
             if dry_run or (strict and result.rejected):
                 await trans.rollback()
@@ -294,7 +311,11 @@ async def import_csv(
 
 
 def _file_conflicts(
-    line: int, sub: Subscriber, first_line_of_uid: dict[str, int], owner_of_ip: dict[str, tuple[int, str]]
+    line: int,
+    sub: Subscriber,
+    first_line_of_uid: dict[str, int],
+    owner_of_ip: dict[str, tuple[int, str]],
+    owner_of_hub: dict[str, tuple[int, str]],
 ) -> list[RowError]:
     if sub.uid in first_line_of_uid:
         return [RowError(line, "uid", f'"{sub.uid}" is already on line {first_line_of_uid[sub.uid]}')]
@@ -305,10 +326,15 @@ def _file_conflicts(
         for s in sub.stbs
         if s.ip in owner_of_ip
     ]
+    if sub.hub_id is not None and sub.hub_id in owner_of_hub:
+        first, owner = owner_of_hub[sub.hub_id]
+        errors.append(RowError(line, "hub_id", f"{sub.hub_id} is already on line {first} (uid {owner})"))
     if not errors:
         first_line_of_uid[sub.uid] = line
         for s in sub.stbs:
             owner_of_ip[s.ip] = (line, sub.uid)
+        if sub.hub_id is not None:
+            owner_of_hub[sub.hub_id] = (line, sub.uid)
     return errors
 
 
@@ -316,14 +342,16 @@ async def _apply_chunk(
     conn: AsyncConnection,
     chunk: list[tuple[int, Subscriber]],
     result: ImportResult,
-    secrets_managed: bool,
+    managed: tuple[bool, bool],
     now: datetime,
     changed: list[Subscriber],
     initially_empty: bool,
 ) -> None:
+    secrets_managed, hubs_managed = managed
     ids: dict[str, int] = {}
     existing: dict[str, Subscriber] = {}
     owners: dict[str, str] = {}
+    hub_owners: dict[str, str] = {}
     if not initially_empty:
         # Only rows that were in the database before this import can clash or be updated: within
         # the file, uids and IPs are already unique (see _file_conflicts).
@@ -340,16 +368,26 @@ async def _apply_chunk(
             .where(stbs.c.ip.in_(all_ips))
         )
         owners = {r.ip: r.uid for r in await conn.execute(owner_query)}
+        hubs = [sub.hub_id for _, sub in chunk if sub.hub_id is not None]
+        if hubs:
+            hub_query = select(subscribers.c.hub_id, subscribers.c.uid).where(subscribers.c.hub_id.in_(hubs))
+            hub_owners = {r.hub_id: r.uid for r in await conn.execute(hub_query)}
     new: list[tuple[int, Subscriber]] = []
     for line, sub in chunk:
+        old = existing.get(sub.uid)
+        if not hubs_managed:
+            sub = dataclasses.replace(sub, hub_id=old.hub_id if old is not None else None)
         taken = [t.ip for t in sub.stbs if owners.get(t.ip, sub.uid) != sub.uid]
-        if taken:
-            result.errors.extend(
-                RowError(line, "stb_ip", f"{ip} already belongs to subscriber {owners[ip]}") for ip in taken
-            )
+        refused = [
+            RowError(line, "stb_ip", f"{ip} already belongs to subscriber {owners[ip]}") for ip in taken
+        ]
+        if sub.hub_id is not None and hub_owners.get(sub.hub_id, sub.uid) != sub.uid:
+            owner = hub_owners[sub.hub_id]
+            refused.append(RowError(line, "hub_id", f"{sub.hub_id} already belongs to subscriber {owner}"))
+        if refused:
+            result.errors.extend(refused)
             result.rejected += 1
             continue
-        old = existing.get(sub.uid)
         if old is None:
             new.append((line, sub))
         elif _same(old, sub, secrets_managed):
@@ -374,11 +412,12 @@ async def _apply_chunk(
         "address_line",
         *ADDRESS_PARTS,
         "notes",
+        "hub_id",
         "created_at",
         "updated_at",
     )
     rows = [
-        (sub.uid, sub.name, sub.language, *_address_values(sub.address), sub.notes, when, when)
+        (sub.uid, sub.name, sub.language, *_address_values(sub.address), sub.notes, sub.hub_id, when, when)
         for _, sub in new
     ]
     if conn.dialect.name == "sqlite":
@@ -465,6 +504,7 @@ async def export_csv(directory: Directory, path: str | Path, *, with_secrets: bo
                     if any(t.secret for t in sub.stbs)
                     else "",
                     "contacts": LIST_SEPARATOR.join(f"{c.name}={c.phone}" for c in sub.contacts),
+                    "hub_id": sub.hub_id or "",
                 } | {p: getattr(sub.address, p) for p in ADDRESS_PARTS}
                 writer.writerow([values[c] for c in columns])
                 count += 1

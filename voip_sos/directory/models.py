@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -49,8 +50,11 @@ subscribers = Table(
     Column("floor", Text, nullable=False, server_default=""),
     Column("room", Text, nullable=False, server_default=""),
     Column("notes", Text, nullable=False, server_default=""),
+    # The home hub's id (docs/hub.md); unique where set (migration 0005: a unique index, NULLs free).
+    Column("hub_id", String(63), nullable=True),
     Column("created_at", DateTime(timezone=False), nullable=False),
     Column("updated_at", DateTime(timezone=False), nullable=False, index=True),
+    Index("ix_subscribers_hub_id", "hub_id", unique=True),
 )
 
 stbs = Table(

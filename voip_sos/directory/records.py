@@ -71,6 +71,8 @@ class Subscriber:
     notes: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    hub_id: str | None = None
+    """The home hub's id (its MQTT topic level, docs/hub-protocol.md §7); None: no hub in this home."""
 
 
 @dataclass(frozen=True, slots=True)

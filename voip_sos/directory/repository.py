@@ -19,7 +19,7 @@ from voip_sos.directory.lookup import EngineLookup, LookupPath, SqliteLookup, to
 from voip_sos.directory.models import contacts, stbs, subscribers
 from voip_sos.directory.records import ADDRESS_PARTS, Address, Contact, Stb, StbMatch, Subscriber
 from voip_sos.directory.schema import create_engine, ensure_schema, is_sqlite, sqlite_path
-from voip_sos.directory.validate import FieldError, normalize_ip
+from voip_sos.directory.validate import FieldError, normalize_ip, parse_hub_id
 from voip_sos.errors import DirectoryError
 
 __all__ = ["Directory", "load_subscribers", "subscriber_row", "utcnow", "write_children"]
@@ -40,6 +40,7 @@ def subscriber_row(sub: Subscriber, now: datetime) -> dict[str, Any]:
         "language": sub.language,
         "address_line": sub.address.line,
         "notes": sub.notes,
+        "hub_id": sub.hub_id,
         "updated_at": _naive(now),
     }
     for part in ADDRESS_PARTS:
@@ -55,8 +56,9 @@ class Directory:
         self._lookup = lookup_path
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> Directory:
-        """Open the database at `url`; on SQLite apply pending migrations first (unless told not to)."""
+    async def open(cls, url: str, *, migrate: bool = True, inline_lookup: bool = False) -> Directory:
+        """Open the database at `url`; on SQLite apply pending migrations first (unless told not to).
+        `inline_lookup`: SQLite lookups on the caller's thread (see `SqliteLookup`)."""
         engine = create_engine(url)
         try:
             if migrate:
@@ -64,7 +66,9 @@ class Directory:
         except BaseException:
             await engine.dispose()
             raise
-        path: LookupPath = SqliteLookup(sqlite_path(url)) if is_sqlite(url) else EngineLookup(engine)
+        path: LookupPath = (
+            SqliteLookup(sqlite_path(url), inline=inline_lookup) if is_sqlite(url) else EngineLookup(engine)
+        )
         return cls(engine, path)
 
     @property
@@ -116,6 +120,12 @@ class Directory:
         async with self._engine.connect() as conn:
             return await load_subscribers(conn, query)
 
+    async def by_hub(self, hub_id: str) -> Subscriber | None:
+        """The subscriber whose home hub this is, or None."""
+        async with self._engine.connect() as conn:
+            found = await load_subscribers(conn, select(subscribers).where(subscribers.c.hub_id == hub_id))
+        return found[0] if found else None
+
     async def count(self) -> int:
         async with self._engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(subscribers))).scalar_one())
@@ -131,6 +141,7 @@ class Directory:
                 if await _subscriber_id(conn, sub.uid) is not None:
                     raise DirectoryError(f"subscriber {sub.uid} already exists (use update)")
                 await _check_ips_free(conn, sub)
+                await _check_hub_free(conn, sub)
                 row = subscriber_row(sub, now) | {"created_at": _naive(now)}
                 sid = (
                     await conn.execute(insert(subscribers).values(row).returning(subscribers.c.id))
@@ -152,6 +163,7 @@ class Directory:
                 if sid is None:
                     raise DirectoryError(f"no subscriber {sub.uid}")
                 await _check_ips_free(conn, sub)
+                await _check_hub_free(conn, sub)
                 await conn.execute(
                     update(subscribers).where(subscribers.c.id == sid).values(subscriber_row(sub, now))
                 )
@@ -209,6 +221,7 @@ class Directory:
         async with self._engine.connect() as conn:
             try:
                 await _check_ips_free(conn, sub)
+                await _check_hub_free(conn, sub)
             except DirectoryError as known:
                 return known
         return DirectoryError(f"subscriber {sub.uid}: refused by the database: {exc.orig}")
@@ -218,13 +231,14 @@ def _normalised(sub: Subscriber) -> Subscriber:
     """IPs in their canonical form, so every textual form of one address is one key."""
     try:
         stb_list = tuple(dataclasses.replace(s, ip=normalize_ip(s.ip)) for s in sub.stbs)
+        hub_id = parse_hub_id(sub.hub_id or "")
     except FieldError as exc:
         raise DirectoryError(f"subscriber {sub.uid}: {exc}") from None
     if not stb_list:
         raise DirectoryError(f"subscriber {sub.uid}: at least one STB IP is needed")
     if len({s.ip for s in stb_list}) != len(stb_list):
         raise DirectoryError(f"subscriber {sub.uid}: the same STB IP is given twice")
-    return dataclasses.replace(sub, stbs=stb_list)
+    return dataclasses.replace(sub, stbs=stb_list, hub_id=hub_id)
 
 
 async def _subscriber_id(conn: AsyncConnection, uid: str) -> int | None:
@@ -242,6 +256,14 @@ async def _check_ips_free(conn: AsyncConnection, sub: Subscriber) -> None:
     )
     for ip, owner in await conn.execute(query):
         raise DirectoryError(f"STB {ip} already belongs to subscriber {owner}; nothing was changed")
+
+
+async def _check_hub_free(conn: AsyncConnection, sub: Subscriber) -> None:
+    if sub.hub_id is None:
+        return
+    query = select(subscribers.c.uid).where(subscribers.c.hub_id == sub.hub_id, subscribers.c.uid != sub.uid)
+    for (owner,) in await conn.execute(query):
+        raise DirectoryError(f"hub {sub.hub_id} already belongs to subscriber {owner}; nothing was changed")
 
 
 async def write_children(conn: AsyncConnection, sid: int, sub: Subscriber, *, keep_secrets: bool) -> None:
@@ -304,6 +326,7 @@ async def load_subscribers(conn: AsyncConnection, query: Any) -> list[Subscriber
             language=r.language,
             address=Address(r.address_line, *(getattr(r, p) for p in ADDRESS_PARTS)),
             notes=r.notes,
+            hub_id=r.hub_id,
             created_at=to_aware(r.created_at),
             updated_at=to_aware(r.updated_at),
             contacts=tuple(contact_rows[r.id]),

@@ -17,6 +17,7 @@ __all__ = [
     "normalize_ip",
     "parse_contact",
     "parse_contacts",
+    "parse_hub_id",
     "parse_ips",
     "parse_language",
     "parse_phone",
@@ -37,6 +38,8 @@ SECRET_MAX_BYTES = 64
 _UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Digits, * and # (service codes), an optional leading +, and at least one digit.
 _PHONE_RE = re.compile(r"^\+?(?=[*#]*[0-9])[0-9*#]{1,32}$")
+# The hub's own rule (voip_sos.hub.config): an MQTT topic level and broker username.
+_HUB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
 _IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -157,3 +160,13 @@ def parse_secret(value: str, column: str = "stb_secret") -> bytes | None:
     if not SECRET_MIN_BYTES <= n <= SECRET_MAX_BYTES:
         raise FieldError(column, f"is {n} bytes, expected {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES}")
     return bytes.fromhex(text)
+
+
+def parse_hub_id(value: str, column: str = "hub_id") -> str | None:
+    """A home hub's id ("" means none): a-z, 0-9 and '-', as the hub's `hub.id` and its topics use it."""
+    text = value.strip()
+    if not text:
+        return None
+    if not _HUB_ID_RE.match(text):
+        raise FieldError(column, f"{_q(value)} is not a hub id (a-z, 0-9, '-'; at most 63; no leading '-')")
+    return text

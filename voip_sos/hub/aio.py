@@ -129,14 +129,19 @@ class HubClientEndpoint(asyncio.DatagramProtocol):
         self._pump()
 
     async def request_codes(
-        self, *, test: bool = False, on_update: Callable[[CodesReceived], None] | None = None
+        self,
+        *,
+        test: bool = False,
+        on_update: Callable[[CodesReceived], None] | None = None,
+        request_id: bytes | None = None,
     ) -> CodesReceived | None:
         """Send an INSTRUCTION and wait for the hub's FINAL CODES (None when it never came).
 
         `on_update` sees every CODES with new facts, so the STB can forward a door code as an
-        UPDATE the moment it arrives, before the parking pass.
+        UPDATE the moment it arrives, before the parking pass. `request_id`: the SOS's own id
+        (HubClient.instruct).
         """
-        rid = self.client.instruct(asyncio.get_running_loop().time(), test=test)
+        rid = self.client.instruct(asyncio.get_running_loop().time(), test=test, request_id=request_id)
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._queues[rid] = queue
         self._pump()

@@ -68,17 +68,23 @@ class HubClient:
         self._events: collections.deque[Event] = collections.deque()
         self._due: list[bytes] = []
 
-    def instruct(self, now: float, *, test: bool = False) -> bytes:
-        """Queue an emergency INSTRUCTION; returns its request id."""
-        return self._start(MsgType.INSTRUCTION, Flag.TEST if test else Flag.NONE, now)
+    def instruct(self, now: float, *, test: bool = False, request_id: bytes | None = None) -> bytes:
+        """Queue an emergency INSTRUCTION; returns its request id.
+
+        The STB gives its SOS's request id (`request_id`): the hub echoes it in its events to the
+        backend, which then knows exactly which incident a code belongs to.
+        """
+        return self._start(MsgType.INSTRUCTION, Flag.TEST if test else Flag.NONE, now, request_id)
 
     def revoke(self, now: float) -> bytes:
         """Queue a REVOKE of every temporary code; returns its request id."""
         return self._start(MsgType.REVOKE, Flag.NONE, now)
 
-    def _start(self, mtype: MsgType, flags: Flag, now: float) -> bytes:
+    def _start(self, mtype: MsgType, flags: Flag, now: float, request_id: bytes | None = None) -> bytes:
+        if request_id is not None and (len(request_id) != 16 or request_id in self._outstanding):
+            raise LocalProtocolError("a request id is 16 bytes and not one already outstanding")
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        rid = secrets.token_bytes(16)
+        rid = request_id if request_id is not None else secrets.token_bytes(16)
         msg = Message(type=mtype, request_id=rid, seq=self._seq, timestamp_ms=0, ip=self._ip, flags=flags)
         self._outstanding[rid] = _Outstanding(msg, RetrySchedule(now, give_up_s=self._give_up_s), now)
         self._due.append(rid)

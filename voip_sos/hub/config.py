@@ -29,6 +29,7 @@ from voip_sos.config_values import (
     parse_positive_int,
     parse_str,
 )
+from voip_sos.hub.cameras import Camera, parse_cameras
 
 __all__ = [
     "HUB_ENV_PREFIX",
@@ -298,6 +299,98 @@ class HomeSection:
     )
 
 
+def parse_fraction_seconds(value: object) -> float:
+    seconds = parse_seconds(value)
+    if seconds < 1.0:
+        raise ValueError(f"expected at least 1 second, got {_show(value)}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ClipSection:
+    cameras: tuple[Camera, ...] = key(
+        (),
+        "Cameras: name, url (rtsp://), username, password, mode (auto, copy, transcode); docs/clip.md",
+        parse_cameras,
+        type_name="list",
+    )
+    clip_s: float = key(
+        300.0,
+        "Length of the whole clip uploaded on SOS",
+        parse_fraction_seconds,
+        type_name="number",
+        unit="s",
+    )
+    first_s: float = key(
+        30.0,
+        "Length of the short clip cut and uploaded first",
+        parse_fraction_seconds,
+        type_name="number",
+        unit="s",
+    )
+    margin_s: float = key(
+        60.0,
+        "Buffer kept beyond clip_s (a press while uploading)",
+        parse_seconds,
+        type_name="number",
+        unit="s",
+    )
+    segment_s: float = key(
+        2.0,
+        "Buffer segment length (a segment starts at the first keyframe after it)",
+        parse_fraction_seconds,
+        type_name="number",
+        unit="s",
+    )
+    buffer_dir: str = key(
+        "var/clip-buffer",
+        "Where the rolling buffer and the clips waiting for upload live",
+        parse_str,
+        type_name="path",
+        resolve=_resolve_path,
+    )
+    max_mb: int = key(
+        200,
+        "Disk cap per camera buffer (oldest segments go first)",
+        parse_positive_int,
+        type_name="int",
+        unit="MB",
+    )
+    transcode_height: int = key(
+        360,
+        "Height of the H.264 a transcoded camera is buffered at",
+        parse_positive_int,
+        type_name="int",
+        unit="px",
+    )
+    upload_deadline_s: float = key(
+        3600.0,
+        "Keep retrying a clip upload this long after the press",
+        parse_seconds,
+        type_name="number",
+        unit="s",
+    )
+    source: str = key(
+        "buffer",
+        "Where clips come from: our own buffer, or Frigate",
+        one_of("buffer", "frigate"),
+        type_name="buffer|frigate",
+    )
+    frigate_url: str | None = key(
+        None, "Frigate's base URL, e.g. http://frigate.local:5000", parse_optional_url, type_name="URL"
+    )
+    frigate_token: str = key(
+        "", "Bearer token for Frigate's authenticated port (8971)", parse_str, type_name="string", secret=True
+    )
+    frigate_wait_s: float = key(
+        30.0,
+        "Wait this long for Frigate to have recorded up to the press",
+        parse_seconds,
+        type_name="number",
+        unit="s",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class HubLogSection:
     level: str = key(
@@ -315,6 +408,7 @@ class HubConfig:
     lock: LockSection = field(default_factory=LockSection)
     parking: ParkingSection = field(default_factory=ParkingSection)
     home: HomeSection = field(default_factory=HomeSection)
+    clip: ClipSection = field(default_factory=ClipSection)
     log: HubLogSection = field(default_factory=HubLogSection)
     path: Path | None = None
 
@@ -325,6 +419,7 @@ HUB_SECTION_TYPES: dict[str, type[Any]] = {
     "lock": LockSection,
     "parking": ParkingSection,
     "home": HomeSection,
+    "clip": ClipSection,
     "log": HubLogSection,
 }
 
@@ -339,6 +434,14 @@ def _cross_checks(cfg: HubConfig) -> list[str]:
         )
     if cfg.lock.kind == "homeassistant" and (cfg.lock.url is None or not cfg.lock.token):
         problems.append("config error: lock.url: lock.kind homeassistant needs lock.url and lock.token")
+    clip = cfg.clip
+    if clip.first_s > clip.clip_s:
+        problems.append("config error: clip.first_s: longer than clip.clip_s")
+    for cam in clip.cameras:
+        if clip.source == "buffer" and cam.url is None:
+            problems.append(f"config error: clip.cameras: camera {cam.name} needs a url (clip.source buffer)")
+    if clip.source == "frigate" and clip.frigate_url is None:
+        problems.append("config error: clip.frigate_url: required with clip.source frigate")
     for ours in cfg.parking.request_fields:
         if ours not in _DEFAULT_REQUEST_FIELDS:
             known = ", ".join(_DEFAULT_REQUEST_FIELDS)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from voip_sos.hub.aio import HubEndpoint, open_hub_endpoint
+from voip_sos.hub.clip.service import ClipService
 from voip_sos.hub.config import HubConfig
 from voip_sos.hub.events import Event, InstructionReceived, RevokeRequested
 from voip_sos.hub.listener import CodesReply, HubListener
@@ -93,6 +94,10 @@ class HubService:
         self.listener = HubListener(bytes.fromhex(cfg.hub.stb_key), stb_ip=cfg.hub.stb_ip)
         self.endpoint: HubEndpoint | None = None
         self.uplink = Uplink(self.hub_id, cfg.link, self._on_command) if cfg.link.broker else None
+        # Camera clips (F9): buffers from the start, clips cut and uploaded on a press.
+        self.clips: ClipService | None = None
+        if cfg.clip.cameras:
+            self.clips = ClipService(self.hub_id, cfg.clip, self._publish, wall=wall)
         self._lock_mutex = asyncio.Lock()  # one command at a time on the lock's radio
         # One issue at a time, so presses arriving together share one code instead of taking two slots.
         self._issue_mutex = asyncio.Lock()
@@ -119,6 +124,8 @@ class HubService:
             await self.parking.start()
         if self.uplink is not None:
             self.uplink.start()
+        if self.clips is not None:
+            await self.clips.start()
         listen = self.cfg.hub.listen
         self.endpoint = await open_hub_endpoint(
             self.listener, self._on_datagram_event, listen.host, listen.port
@@ -140,6 +147,8 @@ class HubService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.clips is not None:
+            await self.clips.close()
         if self.uplink is not None:
             await self.uplink.close()
         if self.parking is not None:
@@ -161,6 +170,9 @@ class HubService:
         self._expiry_wake.set()
 
     def _event(self, kind: str, **data: object) -> None:
+        self._publish(kind, data)
+
+    def _publish(self, kind: str, data: dict[str, object]) -> None:
         if self.uplink is not None:
             self.uplink.publish_event(kind, data)
 
@@ -168,6 +180,8 @@ class HubService:
 
     def _on_datagram_event(self, event: Event) -> None:
         if isinstance(event, InstructionReceived):
+            if self.clips is not None:
+                self.clips.on_press()
             self._spawn(self._handle_instruction(event))
         elif isinstance(event, RevokeRequested):
             self._spawn(self._handle_stb_revoke(event.request_id))
@@ -182,6 +196,8 @@ class HubService:
             self._context = (self._wall(), ctx)
             self._context_changed.set()
             self.log.info("incident context received", extra={"incident": ctx.incident})
+            if self.clips is not None:
+                self.clips.on_context(ctx)
         elif command == "revoke":
             try:
                 command_id = str(json.loads(payload).get("command", ""))

@@ -2,7 +2,8 @@
 
     voip-sos/hub/<hub-id>/cmd/context   backend -> hub   incident context (uid, address, contact)
     voip-sos/hub/<hub-id>/cmd/revoke    backend -> hub   clear every temporary code (F12)
-    voip-sos/hub/<hub-id>/event/<kind>  hub -> backend   door_code, parking_pass, failed, revoked, expired
+    voip-sos/hub/<hub-id>/event/<kind>  hub -> backend   door_code, parking_pass, failed, revoked, expired,
+                                                         camera (buffer health), clip (clip upload outcome)
     voip-sos/hub/<hub-id>/status        hub -> backend   "online" / "offline" (retained; will message)
 
 Payloads are JSON objects, QoS 1. The broker's ACL lets each hub read only its own `cmd/#` and
@@ -38,7 +39,9 @@ class EventKind:
     FAILED = "failed"
     REVOKED = "revoked"
     EXPIRED = "expired"
-    ALL = frozenset({DOOR_CODE, PARKING_PASS, FAILED, REVOKED, EXPIRED})
+    CAMERA = "camera"
+    CLIP = "clip"
+    ALL = frozenset({DOOR_CODE, PARKING_PASS, FAILED, REVOKED, EXPIRED, CAMERA, CLIP})
 
 
 def cmd_topic(hub_id: str, command: str) -> str:
@@ -65,17 +68,23 @@ class IncidentContext:
     """Home address (Uad1)."""
     contact_phone: str
     """First emergency contact."""
+    upload_url: str | None = None
+    """Where this incident's camera clips go: `<upload_url>/<camera>/<part>` (docs/clip.md)."""
+    upload_token: str | None = None
+    """Bearer token for those uploads: bound to this incident, expires; the broker's ACL keeps it
+    to this hub."""
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "incident": self.incident,
-                "uid": self.uid,
-                "address": self.address,
-                "contact_phone": self.contact_phone,
-            },
-            ensure_ascii=False,
-        ).encode()
+        body: dict[str, str] = {
+            "incident": self.incident,
+            "uid": self.uid,
+            "address": self.address,
+            "contact_phone": self.contact_phone,
+        }
+        if self.upload_url and self.upload_token:
+            body["upload_url"] = self.upload_url
+            body["upload_token"] = self.upload_token
+        return json.dumps(body, ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, payload: bytes) -> IncidentContext:
@@ -85,7 +94,10 @@ class IncidentContext:
         values = {k: data.get(k) for k in ("incident", "uid", "address", "contact_phone")}
         if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values.values()):
             raise ValueError("context needs incident, uid, address and contact_phone")
-        return cls(**{k: str(v) for k, v in values.items()})
+        url, token = data.get("upload_url"), data.get("upload_token")
+        if not (url is None or isinstance(url, str)) or not (token is None or isinstance(token, str)):
+            raise ValueError("context upload_url and upload_token must be strings")
+        return cls(**{k: str(v) for k, v in values.items()}, upload_url=url, upload_token=token)
 
 
 @dataclass(frozen=True, slots=True)

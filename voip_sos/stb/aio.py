@@ -65,15 +65,34 @@ class StbClient(asyncio.DatagramProtocol):
         note: str | None = None,
     ) -> Answer:
         """Send a request and retransmit until a RECEIPT, a REJECT or the give-up time."""
-        self._answer = self._loop.create_future()
-        self.agent.send(
+        _, answer = self.send_request(
+            kind, test=test, door_code=door_code, parking_code=parking_code, note=note
+        )
+        return await answer
+
+    def send_request(
+        self,
+        kind: MsgType,
+        *,
+        test: bool = False,
+        door_code: str | None = None,
+        parking_code: str | None = None,
+        note: str | None = None,
+    ) -> tuple[bytes, asyncio.Future[Answer]]:
+        """Start a request now; its id at once (the hub instruction shares an SOS's id), its answer later."""
+        answer: asyncio.Future[Answer] = self._loop.create_future()
+        self._answer = answer
+        rid = self.agent.send(
             kind, self._loop.time(), test=test, door_code=door_code, parking_code=parking_code, note=note
         )
         self._pump()
-        try:
-            return await self._answer
-        finally:
-            self._answer = None
+
+        def done(_: asyncio.Future[Answer]) -> None:
+            if self._answer is answer:
+                self._answer = None
+
+        answer.add_done_callback(done)
+        return rid, answer
 
     async def follow(self, timeout_s: float) -> list[StatusReceived]:
         """Collect STATUS (answering SEEN) until CLOSED or `timeout_s`; returns them in order."""

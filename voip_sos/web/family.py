@@ -11,6 +11,8 @@ Routes (added to the public app by `build_app(..., family=FamilyPages(...))`):
 - `POST /f/{token}/revoke`: asks the injected `Revoker` (backend -> MQTT -> hub -> lock) and logs
   the request and the result in the incident log.
 - `GET /f/static/{name}`: the page's script and style (no CDN, no fonts, no analytics).
+- `GET /f/{token}/clip/{id}`: a camera clip of this incident (F9, voip_sos/clips/), Range honoured;
+  any other incident's clip, a deleted one or a bad token gets the same 404.
 
 Cross-site requests cannot revoke: the POST must carry `X-Family-Nonce`, an HMAC of the token the
 page reads from `/state`. A custom header forces a CORS preflight that this server never grants,
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
@@ -37,8 +39,11 @@ from aiohttp import hdrs, web
 from voip_sos.incidents.recording import EventRecord
 from voip_sos.incidents.store import Incident, IncidentEvent
 from voip_sos.logs import bind
-from voip_sos.web.family_state import REVOKE_REQUESTED, REVOKE_RESULT, Codes, family_state
+from voip_sos.web.family_state import REVOKE_REQUESTED, REVOKE_RESULT, ClipView, Codes, family_state
 from voip_sos.web.links import FAMILY_KIND, FAMILY_PATH, Link, LinkStore
+
+if TYPE_CHECKING:
+    from voip_sos.clips.archive import ClipArchive
 
 __all__ = [
     "NONCE_HEADER",
@@ -72,7 +77,7 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "img-src 'self' data:; media-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
 }
 
@@ -123,6 +128,8 @@ class FamilyPages:
     revoke_timeout_s: float = REVOKE_TIMEOUT_S
     public_url: str | None = None
     """`http.public_url`: behind a reverse proxy the browser's Origin is this, not the Host we see."""
+    clips: ClipArchive | None = None
+    """The camera clips (F9); None = the page shows no video."""
     _revoking: set[int] = field(default_factory=set)
 
     def nonce(self, token: str) -> str:
@@ -189,8 +196,13 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
             return None
         events = await pages.incidents.events(incident_id)
         codes = await pages.codes.codes(incident_id) if pages.codes is not None else None
+        clips = await pages.clips.for_incident(incident_id) if pages.clips is not None else []
+        views = [
+            ClipView(c.id, c.camera, c.part, c.duration_s, c.bytes, c.video_start, c.video_end, len(c.gaps))
+            for c in clips
+        ]
         body = family_state(incident, events, reader=link.target, codes=codes,
-                            can_revoke=pages.revoker is not None)  # fmt: skip
+                            can_revoke=pages.revoker is not None, clips=views)  # fmt: skip
         revoke = body["revoke"]
         if incident_id in pages._revoking:
             revoke["state"] = "pending"
@@ -245,7 +257,28 @@ def add_family_routes(app: web.Application, pages: FamilyPages, links: LinkStore
         headers = {**_SECURITY_HEADERS, hdrs.CACHE_CONTROL: "public, max-age=300"}
         return web.Response(body=data, content_type=ctype, charset="utf-8", headers=headers)
 
+    async def clip(request: web.Request) -> web.StreamResponse:
+        link = await link_of(request)
+        clip_id = request.match_info["clip"]
+        if link is None or pages.clips is None or not link.incident_id.isdigit() or not clip_id.isdigit():
+            return not_found()
+        rec = await pages.clips.get(int(clip_id))
+        if rec is None or rec.incident_id != int(link.incident_id) or rec.state != "stored":
+            return not_found()
+        disposition = {"Content-Disposition": f'inline; filename="{rec.camera}-{rec.part}.mp4"'}
+        response = await pages.clips.response(rec, {**_SECURITY_HEADERS, **disposition})
+        if response is None:
+            bind(log, incident=link.incident_id).warning("clip listed, file gone", extra={"clip": rec.id})
+            return not_found()
+        bind(log, incident=link.incident_id).info(
+            "family clip fetched",
+            extra={"party": link.target, "camera": rec.camera, "part": rec.part,
+                   "range": request.headers.get(hdrs.RANGE, "")},
+        )  # fmt: skip
+        return response
+
     app.router.add_get(FAMILY_PATH + "static/{name}", asset)
+    app.router.add_get(FAMILY_PATH + "{token}/clip/{clip}", clip)
     app.router.add_get(FAMILY_PATH + "{token}", page)
     app.router.add_get(FAMILY_PATH + "{token}/state", state)
     app.router.add_post(FAMILY_PATH + "{token}/revoke", revoke)

@@ -25,6 +25,7 @@ __all__ = [
     "REVOKE_REQUESTED",
     "REVOKE_RESULT",
     "STATUSES",
+    "ClipView",
     "Codes",
     "family_state",
     "language_of",
@@ -35,6 +36,9 @@ HUB_DOOR_CODE = "hub_door_code"
 HUB_PARKING_PASS = "hub_parking_pass"
 HUB_EXPIRED = "hub_code_expired"
 """Log kinds for the hub's MQTT events (door_code, parking_pass, expired), if the backend logs them."""
+CLIP_STORED = "clip_stored"
+CLIP_DELETED = "clip_deleted"
+"""Log kinds of the clip archive (voip_sos/clips/archive.py)."""
 REVOKE_REQUESTED = "revoke_requested"
 REVOKE_RESULT = "revoke_result"
 STATUSES = ("calling", "confirmed_centre", "confirmed_contact", "nobody_reached", "closed")
@@ -53,6 +57,22 @@ class Codes:
     parking_code: str | None = None
     door_valid_until: datetime | None = None
     parking_valid_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClipView:
+    """One stored camera clip as the page lists it."""
+
+    id: int
+    camera: str
+    part: str
+    """recent (the last seconds before the press, first to arrive) or full."""
+    duration_s: float
+    bytes: int
+    video_start: datetime
+    video_end: datetime
+    gaps: int
+    """How many stretches without video the clip joins over."""
 
 
 def _digits(number: object) -> str:
@@ -165,6 +185,11 @@ class _Builder:
             self._codes(e, None, d.get("code"))
         elif kind == HUB_EXPIRED:
             self.step(e, "door_code_expired")
+        elif kind == CLIP_STORED:
+            self.step(e, "clip", camera=str(d.get("camera") or ""), part=str(d.get("part") or ""),
+                      duration_s=d.get("duration_s"))  # fmt: skip
+        elif kind == CLIP_DELETED:
+            self.step(e, "clip_deleted", camera=str(d.get("camera") or ""), part=str(d.get("part") or ""))
         elif kind == "cancel_received":
             self.step(e, "cancelled")
         elif kind == "incident_closed":
@@ -226,6 +251,7 @@ def family_state(
     reader: str,
     codes: Codes | None = None,
     can_revoke: bool = False,
+    clips: Sequence[ClipView] = (),
 ) -> dict[str, Any]:
     """The page's view of `incident` for the contact whose party key is `reader` ("contact:0")."""
     b = _Builder(reader)
@@ -261,5 +287,18 @@ def family_state(
             "parking_valid_until": _iso(codes.parking_valid_until) if codes else None,
         },
         "revoke": {**b.revoke, "available": can_revoke},
+        "clips": [
+            {
+                "id": c.id,
+                "camera": c.camera,
+                "part": c.part,
+                "duration_s": round(c.duration_s, 1),
+                "bytes": c.bytes,
+                "start": _iso(c.video_start),
+                "end": _iso(c.video_end),
+                "gaps": c.gaps,
+            }
+            for c in clips
+        ],
         "timeline": b.timeline,
     }

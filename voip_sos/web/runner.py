@@ -14,6 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -22,6 +23,9 @@ from voip_sos.config import HostPort, HttpConfig
 from voip_sos.web.family import FamilyPages
 from voip_sos.web.links import LinkStore
 from voip_sos.web.server import HealthCheck, build_app, build_operator_app
+
+if TYPE_CHECKING:
+    from voip_sos.clips.archive import ClipArchive
 
 __all__ = ["LINK_PURGE_INTERVAL_S", "SHUTDOWN_TIMEOUT_S", "HttpServers", "start_http"]
 
@@ -58,7 +62,8 @@ class HttpServers:
             await self._runners.pop().cleanup()
 
 
-async def _purge_until(stop: asyncio.Event, links: LinkStore, interval_s: float) -> None:
+async def _purge_until(stop: asyncio.Event, links: LinkStore, interval_s: float,
+                       clips: ClipArchive | None = None) -> None:  # fmt: skip
     while not stop.is_set():
         try:
             purged = await links.purge_expired(datetime.now(UTC))
@@ -67,6 +72,11 @@ async def _purge_until(stop: asyncio.Event, links: LinkStore, interval_s: float)
         except Exception:
             # The database may be away for a moment; links still expire by their time on lookup.
             log.exception("purging expired links failed")
+        if clips is not None:
+            try:
+                await clips.purge(datetime.now(UTC))  # logs each clip it deletes
+            except Exception:
+                log.exception("purging old clips failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
 
@@ -88,7 +98,8 @@ async def _serve(app: web.Application, where: HostPort) -> tuple[web.AppRunner, 
 async def start_http(cfg: HttpConfig, links: LinkStore, registry: CollectorRegistry | None,
                      health: HealthCheck | None, *,
                      purge_interval_s: float = LINK_PURGE_INTERVAL_S,
-                     family: FamilyPages | None = None) -> HttpServers:  # fmt: skip
+                     family: FamilyPages | None = None,
+                     clips: ClipArchive | None = None) -> HttpServers:  # fmt: skip
     """Bind and start the link server (and the operator site if configured), and the purge of
     expired links; raise OSError if an address cannot be bound, with nothing left listening."""
     runners: list[web.AppRunner] = []
@@ -96,11 +107,11 @@ async def start_http(cfg: HttpConfig, links: LinkStore, registry: CollectorRegis
     try:
         if cfg.metrics_listen is None:
             runner, servers.public = await _serve(
-                build_app(links, registry=registry, health=health, family=family), cfg.listen
+                build_app(links, registry=registry, health=health, family=family, clips=clips), cfg.listen
             )
             runners.append(runner)
         else:
-            runner, servers.public = await _serve(build_app(links, family=family), cfg.listen)
+            runner, servers.public = await _serve(build_app(links, family=family, clips=clips), cfg.listen)
             runners.append(runner)
             runner, servers.operator = await _serve(build_operator_app(registry, health), cfg.metrics_listen)
             runners.append(runner)
@@ -108,7 +119,7 @@ async def start_http(cfg: HttpConfig, links: LinkStore, registry: CollectorRegis
         await servers.close()
         raise
     servers._purger = asyncio.create_task(
-        _purge_until(servers._stop, links, purge_interval_s), name="link-purge"
+        _purge_until(servers._stop, links, purge_interval_s, clips), name="link-purge"
     )
     log.info(
         "http listening",

@@ -18,6 +18,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,6 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from voip_sos.logs import bind
 from voip_sos.web.family import FamilyPages, add_family_routes
 from voip_sos.web.links import VOICE_PATH, LinkStore
+
+if TYPE_CHECKING:
+    from voip_sos.clips.archive import ClipArchive
 
 __all__ = ["WAV_CONTENT_TYPE", "HealthCheck", "build_app", "build_operator_app"]
 
@@ -68,9 +72,11 @@ async def _fallback(request: web.Request) -> web.Response:
 def build_app(links: LinkStore, *, registry: CollectorRegistry | None = None,
               health: HealthCheck | None = None,
               now: Callable[[], datetime] = _now,
-              family: FamilyPages | None = None) -> web.Application:  # fmt: skip
+              family: FamilyPages | None = None,
+              clips: ClipArchive | None = None) -> web.Application:  # fmt: skip
     """The public application; with `registry`/`health` it also serves `/metrics` and `/healthz`,
-    with `family` the family pages (`/f/…`, voip_sos/web/family.py)."""
+    with `family` the family pages (`/f/…`, voip_sos/web/family.py), with `clips` the hubs' clip
+    uploads (`/hub/v1/clips/…`, voip_sos/clips/upload.py)."""
 
     async def voice(request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"].removesuffix(".wav")
@@ -106,6 +112,10 @@ def build_app(links: LinkStore, *, registry: CollectorRegistry | None = None,
     app.router.add_get(VOICE_PATH + "{token}", voice)
     if family is not None:
         add_family_routes(app, family, links, lambda t: bool(_TOKEN_RE.match(t)), _not_found, now)
+    if clips is not None:
+        from voip_sos.clips.upload import add_clip_upload_routes
+
+        add_clip_upload_routes(app, clips, links, now)
     if registry is not None or health is not None:
         _add_operator_routes(app, registry, health)
     app.router.add_route("*", "/{tail:.*}", _fallback)

@@ -47,7 +47,12 @@
       rv_forbidden: "This page is out of date. Reload it and try again.",
       revoked_code: "revoked", valid_until: "valid until {time}",
       live: "Updated {time} · live", paused: "Live updates paused.", resume: "Resume",
-      offline: "Cannot reach the server — retrying…", unknown_error: "no answer from the home hub"
+      offline: "Cannot reach the server — retrying…", unknown_error: "no answer from the home hub",
+      clips: "Video from before the alarm", clip_recent: "the last {len} before the alarm",
+      clip_full: "{len} before the alarm", clip_gaps: "{n} stretch(es) without video",
+      clip_full_ready: "The full clip is ready — play it", sec: "{n} s", min_sec: "{m} min {n} s",
+      clip_step: "Video from camera {camera} arrived ({len})",
+      clip_deleted_step: "Video from camera {camera} was deleted (storage period over)"
     },
     zh: {
       title: "SOS 紧急呼叫", loading: "正在加载…", test: "测试 — 不是真实紧急情况",
@@ -89,7 +94,12 @@
       rv_forbidden: "页面已过期，请刷新后重试。",
       revoked_code: "已撤销", valid_until: "有效期至 {time}",
       live: "更新于 {time} · 实时", paused: "实时更新已暂停。", resume: "继续",
-      offline: "无法连接服务器，正在重试…", unknown_error: "家庭网关没有应答"
+      offline: "无法连接服务器，正在重试…", unknown_error: "家庭网关没有应答",
+      clips: "报警前的监控视频", clip_recent: "报警前最后 {len}", clip_full: "报警前 {len}",
+      clip_gaps: "其中 {n} 段没有画面", clip_full_ready: "完整视频已就绪，点击播放",
+      sec: "{n} 秒", min_sec: "{m} 分 {n} 秒",
+      clip_step: "已收到摄像头 {camera} 的视频（{len}）",
+      clip_deleted_step: "摄像头 {camera} 的视频已过保存期限并删除"
     }
   };
 
@@ -100,6 +110,7 @@
   var lang = chosen || ((navigator.language || "").toLowerCase().indexOf("zh") === 0 ? "zh" : "en");
   var state = null, etag = null, polls = 0, closedPolls = 0, timer = null, lastOk = null, failing = false;
   var revokeNote = null;  // a result the POST returned, until the state shows it too
+  var players = {};       // camera -> {fig, video, caption, button, id}: kept across renders so playback continues
 
   function $(id) { return document.getElementById(id); }
   function t(key, params) {
@@ -134,6 +145,55 @@
     text($("lang"), t("lang_button"));
   }
 
+  function length(seconds) {
+    var s = Math.round(seconds || 0);
+    return s < 90 ? t("sec", { n: s }) : t("min_sec", { m: Math.floor(s / 60), n: s % 60 });
+  }
+
+  function clipCaption(c) {
+    var text = c.camera + " · " + t(c.part === "recent" ? "clip_recent" : "clip_full", { len: length(c.duration_s) });
+    if (c.gaps) { text += " · " + t("clip_gaps", { n: c.gaps }); }
+    return text;
+  }
+
+  function renderClips() {
+    // One player per camera: the full clip once it is there, else the recent one. A player that is
+    // playing is never switched under the viewer; a button offers the full clip instead.
+    var best = {};
+    (state.clips || []).forEach(function (c) {
+      if (!best[c.camera] || c.part === "full") { best[c.camera] = c; }
+    });
+    var cameras = Object.keys(best).sort();
+    $("clips-card").hidden = !cameras.length;
+    cameras.forEach(function (cam) {
+      var c = best[cam], p = players[cam];
+      if (!p) {
+        p = { fig: document.createElement("figure"), video: document.createElement("video"),
+              caption: document.createElement("figcaption"), button: document.createElement("button"), id: null };
+        p.video.controls = true; p.video.preload = "metadata"; p.video.setAttribute("playsinline", "");
+        p.video.setAttribute("data-camera", cam);
+        p.button.type = "button"; p.button.hidden = true;
+        p.button.addEventListener("click", function () { show(p, p.pending); });
+        p.fig.appendChild(p.video); p.fig.appendChild(p.caption); p.fig.appendChild(p.button);
+        $("clips").appendChild(p.fig);
+        players[cam] = p;
+      }
+      if (p.id !== c.id) {
+        var busy = p.id !== null && !p.video.paused && !p.video.ended;
+        if (busy) { p.pending = c; p.button.hidden = false; text(p.button, t("clip_full_ready")); }
+        else { show(p, c); }
+      }
+      if (p.shown) { text(p.caption, clipCaption(p.shown)); }
+    });
+  }
+
+  function show(p, c) {
+    p.id = c.id; p.shown = c; p.pending = null; p.button.hidden = true;
+    p.video.src = base + "/clip/" + c.id;
+    p.video.setAttribute("data-part", c.part);
+    text(p.caption, clipCaption(c));
+  }
+
   function stepText(s) {
     // The masked number once, where the call is placed; later steps name the party only.
     var w = who(s.who, s.step === "calling");
@@ -147,6 +207,8 @@
       case "revoked": return { text: t("revoked"), cls: "ok" };
       case "revoke_failed": return { text: t("revoke_failed") + (s.error ? ": " + s.error : ""), cls: "bad" };
       case "closed": return { text: t("closed") + (reason(s.reason) ? " — " + reason(s.reason) : ""), cls: "" };
+      case "clip": return { text: t("clip_step", { camera: s.camera, len: length(s.duration_s) }), cls: "" };
+      case "clip_deleted": return { text: t("clip_deleted_step", { camera: s.camera }), cls: "" };
       default: return { text: t(s.step, { who: w }), cls: "" };
     }
   }
@@ -238,7 +300,7 @@
   function render() {
     applyStatic();
     if (!state) { return; }
-    renderStatus(); renderCodes(); renderLists(); renderLive(false);
+    renderStatus(); renderCodes(); renderClips(); renderLists(); renderLive(false);
   }
 
   function gone() {
@@ -246,6 +308,8 @@
     $("status").className = "card status status-gone";
     text($("status-title"), t("s_gone")); text($("status-sub"), "");
     $("revoke").hidden = true;
+    $("clips-card").hidden = true;
+    Object.keys(players).forEach(function (cam) { players[cam].video.removeAttribute("src"); });
     $("live").textContent = "";
   }
 
