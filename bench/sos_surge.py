@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import gc
 import json
 import os
 import signal
@@ -83,6 +84,12 @@ async def surge(port: int, n: int, spread_s: float) -> list[float | None]:
         for i in range(n)
     ]
     loop = asyncio.get_running_loop()
+    # A thousand agents' sockets, agents and futures: a full collection of this process walking them
+    # mid-surge would stop every agent at once and pose as the backend's latency. What is alive now
+    # is frozen, and the collector waits until the surge is over (it is one bounded burst).
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     start = loop.time() + 0.2
 
     async def press(i: int) -> float | None:
@@ -93,6 +100,8 @@ async def surge(port: int, n: int, spread_s: float) -> list[float | None]:
     try:
         return list(await asyncio.gather(*(press(i) for i in range(n))))
     finally:
+        gc.enable()
+        gc.unfreeze()
         for c in clients:
             c.close()
 
@@ -155,7 +164,7 @@ def main() -> None:
                 os.setpriority(os.PRIO_PROCESS, 0, -5)
             samples = asyncio.run(surge(port, args.stbs, args.spread))
             time.sleep(1.5)  # the listener reports its figures every second
-            own = listener_share(http_port)
+            own, gc_pauses = listener_share(http_port)
         finally:
             serve.send_signal(signal.SIGTERM)
             stopping = time.monotonic()
@@ -192,11 +201,16 @@ def main() -> None:
     print("listener's own share (arrival -> RECEIPT, from serve's /metrics histogram):")
     for le, frac in own:
         print(f"  <= {le * 1000:>7.0f} ms {frac * 100:>8.1f} %")
+    print("garbage-collector pauses in serve (from /metrics; every thread of the process stops):")
+    for process, (count, over) in sorted(gc_pauses.items()):
+        print(f"  {process:<9} {count:>6,} collections, {over:>4,} longer than 5 ms")
     print(json.dumps(result))
 
 
-def listener_share(http_port: int) -> list[tuple[float, float]]:
-    """(bucket bound s, fraction of first RECEIPTs within it) from voip_sos_sos_receipt_seconds."""
+def listener_share(http_port: int) -> tuple[list[tuple[float, float]], dict[str, tuple[int, int]]]:
+    """(bucket bound s, fraction of first RECEIPTs within it) from voip_sos_sos_receipt_seconds, and
+    per process (collections, collections longer than 5 ms) from voip_sos_gc_pause_seconds."""
+    import re
     import urllib.request
 
     try:
@@ -204,17 +218,28 @@ def listener_share(http_port: int) -> list[tuple[float, float]]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=60).read().decode()
     except OSError as exc:
         print(f"(serve's /metrics did not answer: {exc})")
-        return []
+        return [], {}
     total = 0.0
     buckets: list[tuple[float, float]] = []
+    gc_total: dict[str, float] = {}
+    gc_fast: dict[str, float] = {}
+    gc_bucket = re.compile(r'voip_sos_gc_pause_seconds_bucket\{.*le="([^"]+)".*process="(\w+)".*\} (\S+)')
     for line in text.splitlines():
+        if m := gc_bucket.match(line):
+            le, process, n = m.group(1), m.group(2), float(m.group(3))
+            if le == "+Inf":
+                gc_total[process] = gc_total.get(process, 0) + n
+            elif le == "0.005":
+                gc_fast[process] = gc_fast.get(process, 0) + n
         if line.startswith("voip_sos_sos_receipt_seconds_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             if le != "+Inf":
                 buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
         elif line.startswith("voip_sos_sos_receipt_seconds_count"):
             total = float(line.rsplit(" ", 1)[1])
-    return [(le, n / total) for le, n in buckets] if buckets and total else []
+    shares = [(le, n / total) for le, n in buckets] if buckets and total else []
+    pauses = {p: (int(n), int(n - gc_fast.get(p, 0))) for p, n in gc_total.items()}
+    return shares, pauses
 
 
 async def _probe(port: int) -> bool:

@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from voip_sos.sos.listener import DROP_REASONS
 
-__all__ = ["CALL_RESULTS", "INCIDENT_OUTCOMES", "PREFIX", "SMS_RESULTS", "Metrics"]
+__all__ = ["CALL_RESULTS", "GC_PROCESSES", "INCIDENT_OUTCOMES", "PREFIX", "SMS_RESULTS", "Metrics"]
 
 PREFIX = "voip_sos"
 INCIDENT_OUTCOMES = ("reached", "unreached", "false_alarm")
 CALL_RESULTS = ("confirmed", "unconfirmed", "busy", "no_answer", "failed", "cancelled")
 SMS_RESULTS = ("accepted", "failed")
+GC_PROCESSES = ("serve", "listener")
 OTHER = "other"
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -64,6 +65,13 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self._gc_pause = Histogram(
+            f"{PREFIX}_gc_pause_seconds",
+            "Garbage-collector pauses (every thread of the process stops), by process and generation",
+            ["process", "generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+            registry=r,
+        )
         self._rejected = Counter(
             f"{PREFIX}_sos_rejected", "SOS datagrams dropped or refused, by reason", ["reason"], registry=r
         )
@@ -77,6 +85,9 @@ class Metrics:
             self._sms.labels(result)
         for reason in DROP_REASONS:
             self._rejected.labels(reason)
+        for process in GC_PROCESSES:
+            for generation in ("0", "1", "2"):
+                self._gc_pause.labels(process, generation)
 
     def incident_opened(self) -> None:
         """A new incident, or an open one taken over after a restart."""
@@ -107,6 +118,11 @@ class Metrics:
 
     def sos_receipt(self, seconds: float) -> None:
         self._receipt.observe(seconds)
+
+    def gc_pause(self, process: str, generation: int, seconds: float) -> None:
+        """One collection of `process` (serve or listener) took `seconds`."""
+        gen = str(generation) if generation in (0, 1, 2) else OTHER
+        self._gc_pause.labels(process if process in GC_PROCESSES else OTHER, gen).observe(seconds)
 
     def sos_rejected(self, reason: str, n: int = 1) -> None:
         """`n` SOS datagrams dropped or refused for `reason` (the listener's DROP_REASONS)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from voip_sos import gc_pauses
 from voip_sos.aio.listener_process import ListenerProcess, listener_settings
 from voip_sos.aio.user_agent import IncomingCallRequest, UserAgent
 from voip_sos.clips.archive import open_clip_archive
@@ -25,6 +27,7 @@ from voip_sos.clips.tokens import ClipGrants
 from voip_sos.config import Config
 from voip_sos.directory import Directory
 from voip_sos.errors import ConfigError
+from voip_sos.gc_pauses import GcWatch
 from voip_sos.incidents.hub_bridge import open_hub_bridge
 from voip_sos.incidents.recording import Recorded, RequestRecord
 from voip_sos.incidents.runner import IncidentRunner
@@ -196,8 +199,9 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
         # The listener runs in a process of its own (voip_sos/aio/listener_process.py): a RECEIPT
         # must not wait behind the calls, SMS and renders of the incidents already started.
         listener = ListenerProcess(
-            cfg, on_recorded, metrics.sos_receipt, on_restart=lambda: runner.resume_open(after_crash=False)
-        )
+            cfg, on_recorded, metrics.sos_receipt, on_restart=lambda: runner.resume_open(after_crash=False),
+            on_gc_pause=lambda gen, s: metrics.gc_pause("listener", gen, s),
+        )  # fmt: skip
         await listener.start()
         listener_ref.append(listener)
         watch.listener = listener
@@ -215,6 +219,12 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
             asyncio.create_task(_prerender(prompts, directory), name="prerender"),
         ]
         await watch.tick()
+        # A collection stops every thread, RTP pacing included: what start-up built (SQLAlchemy's
+        # tables and caches, the UA, the HTTP app) is frozen so that no collection walks it again.
+        gc_pauses.settle()
+        gc_watch = GcWatch(lambda gen, s: metrics.gc_pause("serve", gen, s)).install()
+        stack.callback(gc_watch.uninstall)
+        stack.callback(gc.unfreeze)
         logger.info(
             "voip-sos ready",
             extra={"sos": f"{host}:{port}", "sip": str(cfg.sip.listen), "http": str(http.public)},

@@ -269,6 +269,8 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(workdir: Pat
         assert backend.metric("voip_sos_sms_total", result="accepted") >= 6
         assert backend.metric("voip_sos_incidents_closed_total", outcome="reached") >= 1
         assert backend.metric("voip_sos_pbx_registered") == 1
+        # Collections are timed (every thread stops during one): serve's own, after start-up.
+        assert backend.metric("voip_sos_gc_pause_seconds_count", generation="0", process="serve") >= 1
 
         # A call-back from the centre's number hears the message.
         await centre.command("dial", "sip:voip-sos@127.0.0.1")

@@ -8,7 +8,8 @@ connections. The two talk over a Unix socket pair in length-prefixed pickles (tr
 child are the same program):
 
     parent -> child   hello (config), status (incident, STB, code, detail), close
-    child -> parent   ready (bound address), recorded (request, result), counters, closed
+    child -> parent   ready (bound address), recorded (request, result), counters (with RECEIPT
+                      latencies and garbage-collector pauses), closed
 
 The parent keeps its copy of the SOS socket open and never reads it: if the child dies, presses
 wait in the kernel's buffer while the parent starts a new child on the same socket (restarts are
@@ -127,12 +128,15 @@ class ListenerProcess:
         on_recorded: OnRecorded,
         on_latency: Callable[[float], None] | None = None,
         on_restart: Callable[[], Awaitable[object]] | None = None,
+        on_gc_pause: Callable[[int, float], None] | None = None,
     ) -> None:
         """`on_restart` runs after a new child replaced one that died: a child can die between
-        committing an SOS and telling this process, and that incident must still be started."""
+        committing an SOS and telling this process, and that incident must still be started.
+        `on_gc_pause(generation, seconds)` gets the child's garbage-collector pauses."""
         self._cfg = cfg
         self._on_recorded = on_recorded
         self._on_latency = on_latency
+        self._on_gc_pause = on_gc_pause
         self._on_restart = on_restart
         self._udp: socket.socket | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -203,6 +207,9 @@ class ListenerProcess:
                 if self._on_latency is not None:
                     for seconds in msg[2]:
                         self._on_latency(seconds)
+                if self._on_gc_pause is not None:
+                    for generation, seconds in msg[3]:
+                        self._on_gc_pause(generation, seconds)
                 if kind == "closed":
                     break
         if self._closing:
@@ -311,6 +318,7 @@ class ListenerProcess:
 async def _child(ctrl_fd: int, udp_fd: int) -> int:
     from voip_sos.aio.sos_listener import SosListenerProtocol, start_sos_listener
     from voip_sos.directory import Directory
+    from voip_sos.gc_pauses import GcWatch, settle
     from voip_sos.incidents.store import IncidentStore
     from voip_sos.logs import setup_logging
 
@@ -344,6 +352,9 @@ async def _child(ctrl_fd: int, udp_fd: int) -> int:
         proto = await start_sos_listener(
             "", 0, listener_settings(cfg.sos), directory, store, recorded, sock=udp
         )
+        # Start-up's objects (SQLAlchemy's tables and caches, the settings) are never walked again.
+        settle()
+        gc_watch = GcWatch().install()
         await _send(writer, "ready", proto.address)
 
         async def report() -> None:
@@ -352,8 +363,9 @@ async def _child(ctrl_fd: int, udp_fd: int) -> int:
                 await asyncio.sleep(COUNTERS_INTERVAL_S)
                 now = dict(proto.core.counters)
                 latencies, proto.receipt_latencies = proto.receipt_latencies, []
-                if now != last or latencies:
-                    _write(writer, "counters", now, latencies)
+                pauses = gc_watch.take()
+                if now != last or latencies or pauses:
+                    _write(writer, "counters", now, latencies, pauses)
                     last = now
 
         reporter = asyncio.create_task(report())
@@ -374,7 +386,7 @@ async def _child(ctrl_fd: int, udp_fd: int) -> int:
         reporter.cancel()
         await proto.close()
         with contextlib.suppress(ConnectionError):
-            await _send(writer, "closed", dict(proto.core.counters), proto.receipt_latencies)
+            await _send(writer, "closed", dict(proto.core.counters), proto.receipt_latencies, gc_watch.take())
         return 0
     finally:
         await store.aclose()
