@@ -150,7 +150,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 return
             await runner_ref[0].on_incoming(req)
 
-        ua = UserAgent(cfg, on_incoming=incoming, media_thread=True)
+        ua = UserAgent(cfg, on_incoming=incoming, media="process")
         await ua.start()
         stack.push_async_callback(ua.close)
         if cfg.sip.registrar is not None:

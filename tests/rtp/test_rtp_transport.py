@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from rtp_audio import dtmf_sequence
 
+from voip_sos.aio.media_process import ProcessRtpEngine
 from voip_sos.aio.media_thread import ThreadedRtpEngine
 from voip_sos.aio.rtp_transport import GRID_S, RtpEngine, RtpSession
 from voip_sos.config import PortRange
@@ -68,15 +69,19 @@ async def sink() -> Sink:
     return proto
 
 
-@pytest.fixture(params=["on the loop", "on the media thread"])
+@pytest.fixture(params=["on the loop", "on the media thread", "in the media process"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """Every test below runs against both engines: the one on the caller's loop (tools, tests) and
-    the one on a media thread of its own (`serve`, voip_sos/aio/media_thread.py)."""
+    """Every test below runs against all three engines: the one on the caller's loop (tools, tests),
+    the one on a media thread of its own (voip_sos/aio/media_thread.py) and the one in a media
+    process of its own (`serve`, voip_sos/aio/media_process.py)."""
     e: Any
     if request.param == "on the loop":
         e = RtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
-    else:
+    elif request.param == "on the media thread":
         e = ThreadedRtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
+        await e.start()
+    else:
+        e = ProcessRtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
         await e.start()
     try:
         yield e
@@ -142,7 +147,7 @@ async def test_symmetric_rtp_follows_the_real_source(engine: RtpEngine) -> None:
     real_far.transport.sendto(RtpPacket(0, 1, 0, 55, b"\xff" * 160).serialize(), (HOST, s.local_port))
     await asyncio.wait_for(real_far.arrived.wait(), 2)
     await asyncio.sleep(0.1)
-    assert s.stats.remote == real_far.addr
+    assert (await s.stats_now()).remote == real_far.addr
     events = _drain(s)
     assert FirstPacketReceived(real_far.addr, events[0].at) == events[0]  # type: ignore[union-attr]
     assert any(isinstance(e, RemoteAddressLatched) and e.addr == real_far.addr for e in events)
@@ -164,7 +169,8 @@ async def test_keys_between_two_calls_rfc4733_and_inband(engine: RtpEngine, tmp_
     b.send_dtmf("9")
     await asyncio.sleep(0.6)
     assert [(k.digit, k.source) for k in heard] == [("7", "inband"), ("1", "rfc4733"), ("9", "rfc4733")]
-    assert a.stats.received.packets > 40 and a.stats.received.source == (HOST, b.local_port)
+    received = (await a.stats_now()).received
+    assert received.packets > 40 and received.source == (HOST, b.local_port)
 
 
 async def test_rtcp_reports_and_bye(engine: RtpEngine) -> None:
@@ -215,8 +221,9 @@ async def test_malformed_datagrams_are_dropped_and_counted(engine: RtpEngine) ->
         far.transport.sendto(junk, (HOST, s.local_port))
     far.transport.sendto(b"\x00\x01", (HOST, s.local_rtcp_port))
     await asyncio.sleep(0.1)
-    assert s.stats.received.invalid == 4 and s.stats.received.packets == 0
-    assert s.stats.remote == far.addr  # junk never steers the stream
+    stats = await s.stats_now()
+    assert stats.received.invalid == 4 and stats.received.packets == 0
+    assert stats.remote == far.addr  # junk never steers the stream
     n = len(far.got)
     await asyncio.sleep(0.1)
     assert len(far.got) > n  # still sending

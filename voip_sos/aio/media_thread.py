@@ -53,6 +53,9 @@ class ThreadedRtpSession:
     def stats(self) -> RtpStats:
         return self._real.stats  # plain counters, read across threads
 
+    async def stats_now(self) -> RtpStats:
+        return self._real.stats
+
     def set_remote(
         self,
         addr: Addr,
@@ -77,6 +80,9 @@ class ThreadedRtpSession:
 
     def replace_prompt(self, prompt: Prompt, *, loop: bool = True, gap_s: float = 0.0) -> None:
         self._owner._do(lambda: self._real.replace_prompt(prompt, loop=loop, gap_s=gap_s))
+
+    def preload(self, prompt: Prompt) -> None:
+        """Nothing to do: the prompt is in this process already (see media_process)."""
 
     def restart_prompt(self) -> None:
         self._owner._do(self._real.restart_prompt)

@@ -33,7 +33,7 @@ from voip_sos.rtp.prompt import Prompt
 from voip_sos.rtp.receiver import ReceiveStats
 from voip_sos.rtp.session import RTCP_INTERVAL_S, MediaSession
 
-__all__ = ["GRID_S", "RtpEngine", "RtpSession", "RtpStats"]
+__all__ = ["GRID_S", "PortPool", "RtpEngine", "RtpSession", "RtpStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +123,15 @@ class RtpSession:
         self._log.info("rtp remote set", extra={"remote": f"{addr[0]}:{addr[1]}", "codec": codec})
 
     def start(self, prompt: Prompt | None, *, loop: bool = True, gap_s: float = 0.0) -> None:
-        """Start our stream (first packet within GRID_S) playing `prompt`, or silence if None."""
+        """Start our stream (its first packet at once) playing `prompt`, or silence if None."""
         self._engine._start(self, prompt, loop=loop, gap_s=gap_s)
 
     def replace_prompt(self, prompt: Prompt, *, loop: bool = True, gap_s: float = 0.0) -> None:
         """Play `prompt` from its top at the next frame; the stream itself goes on."""
         self.core.sender.play(prompt, loop=loop, gap_s=gap_s)
+
+    def preload(self, prompt: Prompt) -> None:
+        """Nothing to do: the prompt is in this process already (see media_process)."""
 
     def restart_prompt(self) -> None:
         """Play the current prompt again from its top."""
@@ -145,6 +148,10 @@ class RtpSession:
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Send one key as RFC 4733 telephone-events (LocalProtocolError if none were negotiated)."""
         self.core.sender.send_dtmf(digit, duration_ms)
+
+    async def stats_now(self) -> RtpStats:
+        """`stats`, for code that also drives sessions living in another process."""
+        return self.stats
 
     @property
     def stats(self) -> RtpStats:
@@ -221,6 +228,50 @@ class RtpSession:
             event = self.core.next_event()
 
 
+class PortPool:
+    """The `rtp.ports` range: even/odd pairs bound on demand and given back after a call. Thread-safe:
+    ports are taken where the INVITE is built and given back where the media ran."""
+
+    def __init__(self, ports: PortRange, host: str) -> None:
+        self.ports = ports
+        self.host = host
+        self._in_use: set[int] = set()
+        self._lock = threading.Lock()
+        self._next_port = ports.first
+
+    def bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
+        """The next free pair, bound and non-blocking (RTP, RTCP, RTP port); MediaError if none."""
+        with self._lock:
+            return self._bind_pair_locked()
+
+    def release(self, port: int) -> None:
+        with self._lock:
+            self._in_use.discard(port)
+
+    def _bind_pair_locked(self) -> tuple[socket.socket, socket.socket, int]:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        pairs = (self.ports.last - self.ports.first + 1) // 2
+        for _ in range(pairs):
+            port = self._next_port
+            self._next_port = port + 2 if port + 3 <= self.ports.last else self.ports.first
+            if port in self._in_use:
+                continue
+            socks: list[socket.socket] = []
+            try:
+                for p in (port, port + 1):
+                    s = socket.socket(family, socket.SOCK_DGRAM)
+                    socks.append(s)
+                    s.setblocking(False)
+                    s.bind((self.host, p))
+            except OSError:
+                for s in socks:
+                    s.close()
+                continue
+            self._in_use.add(port)
+            return socks[0], socks[1], port
+        raise MediaError(f"no free RTP port pair in {self.ports}")
+
+
 class RtpEngine:
     """Port pairs and the shared pacing timer for every call on one event loop."""
 
@@ -234,7 +285,9 @@ class RtpEngine:
         cname: str | None = None,
         rtcp_interval_s: float = RTCP_INTERVAL_S,
         inactivity_s: float | None = None,
+        pool: PortPool | None = None,
     ) -> None:
+        """`pool`: where ports come from when another engine shares the range (tests)."""
         self.ports = ports
         self.inactivity_s = inactivity_s
         self.rtcp_interval_s = rtcp_interval_s
@@ -244,9 +297,7 @@ class RtpEngine:
         self.cname = cname or f"voip-sos@{socket.gethostname()}"
         self._loop = asyncio.get_running_loop()
         self._wall_offset_s = time.time() - self._loop.time()
-        self._in_use: set[int] = set()
-        self._ports_lock = threading.Lock()
-        self._next_port = ports.first
+        self.pool = pool or PortPool(ports, host)
         self._sessions: set[RtpSession] = set()
         # The calendar: tick index (due time / GRID_S) -> sessions due then; a heap of the indices.
         self._buckets: dict[int, list[RtpSession]] = {}
@@ -274,7 +325,25 @@ class RtpEngine:
         """The part of `open_now` that may run on another thread: bind the port pair, make the
         session. `adopt` (on this engine's loop) then starts serving it."""
         rtp_sock, rtcp_sock, port = self._bind_pair()
-        core = MediaSession(
+        session = RtpSession(self, port, self._core(), on_event, log_context or {})
+        return session, rtp_sock, rtcp_sock
+
+    def adopt_sockets(
+        self,
+        port: int,
+        rtp_sock: socket.socket,
+        rtcp_sock: socket.socket,
+        *,
+        on_event: EventCallback | None = None,
+        log_context: dict[str, object] | None = None,
+    ) -> RtpSession:
+        """Serve a port pair bound elsewhere (the media process gets it from `serve`)."""
+        session = RtpSession(self, port, self._core(), on_event, log_context or {})
+        self.adopt(session, rtp_sock, rtcp_sock)
+        return session
+
+    def _core(self) -> MediaSession:
+        return MediaSession(
             symmetric=self.symmetric,
             cname=self.cname,
             wall_offset_s=self._wall_offset_s,
@@ -282,8 +351,6 @@ class RtpEngine:
             rtcp_interval_s=self.rtcp_interval_s,
             inactivity_s=self.inactivity_s,
         )
-        session = RtpSession(self, port, core, on_event, log_context or {})
-        return session, rtp_sock, rtcp_sock
 
     def adopt(self, session: RtpSession, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
         """Serve a session made by `bind_session` (on this engine's loop)."""
@@ -298,8 +365,7 @@ class RtpEngine:
         except BaseException:
             rtp_sock.close()
             rtcp_sock.close()
-            with self._ports_lock:
-                self._in_use.discard(port)
+            self.pool.release(port)
             raise
         self._sessions.add(session)
         session._log.info("rtp opened")
@@ -317,43 +383,27 @@ class RtpEngine:
         return len(self._sessions)
 
     def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
-        with self._ports_lock:  # ports are taken on the SIP thread, given back on the media thread
-            return self._bind_pair_locked()
-
-    def _bind_pair_locked(self) -> tuple[socket.socket, socket.socket, int]:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        pairs = (self.ports.last - self.ports.first + 1) // 2
-        for _ in range(pairs):
-            port = self._next_port
-            self._next_port = port + 2 if port + 3 <= self.ports.last else self.ports.first
-            if port in self._in_use:
-                continue
-            socks: list[socket.socket] = []
-            try:
-                for p in (port, port + 1):
-                    s = socket.socket(family, socket.SOCK_DGRAM)
-                    socks.append(s)
-                    s.setblocking(False)
-                    s.bind((self.host, p))
-            except OSError:
-                for s in socks:
-                    s.close()
-                continue
-            self._in_use.add(port)
-            return socks[0], socks[1], port
-        raise MediaError(f"no free RTP port pair in {self.ports}")
+        return self.pool.bind_pair()
 
     def _release(self, session: RtpSession) -> None:
         self._sessions.discard(session)
-        with self._ports_lock:
-            self._in_use.discard(session.local_port)
+        self.pool.release(session.local_port)
 
     # --- the shared scheduler ------------------------------------------------------------------
 
     def _start(self, session: RtpSession, prompt: Prompt | None, *, loop: bool, gap_s: float) -> None:
-        tick = math.ceil(self._loop.time() / GRID_S)
-        session.core.start(tick * GRID_S, prompt, loop=loop, gap_s=gap_s)
-        self._schedule(session, tick)
+        # The stream's schedule starts on the grid point just passed, so its first frame is due
+        # now and goes at once (the far end hears us as soon as it answered); the next ones follow
+        # the grid with everyone else's.
+        now = self._loop.time()
+        session.core.start(math.floor(now / GRID_S) * GRID_S, prompt, loop=loop, gap_s=gap_s)
+        try:
+            session._send_due(now)
+        except Exception:
+            session._log.exception("rtp send failed")
+        nxt = session.core.sender.next_due()
+        if nxt is not None:
+            self._schedule(session, round(nxt / GRID_S))
 
     def _schedule(self, session: RtpSession, tick: int) -> None:
         bucket = self._buckets.get(tick)

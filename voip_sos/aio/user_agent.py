@@ -16,8 +16,9 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from voip_sos.aio.media_process import ProcessRtpEngine, ProcessRtpSession
 from voip_sos.aio.media_thread import ThreadedRtpEngine, ThreadedRtpSession
 from voip_sos.aio.rtp_transport import RtpEngine, RtpSession
 from voip_sos.aio.sip_transport import SipTransport, local_address_towards
@@ -30,7 +31,8 @@ from voip_sos.rtp.g711 import Codec
 from voip_sos.sip import AgentConfig, Location, MediaParams, SipAgent, TimerConfig
 from voip_sos.sip import events as sev
 
-Media = RtpSession | ThreadedRtpSession
+Media = RtpSession | ThreadedRtpSession | ProcessRtpSession
+MediaPlace = Literal["loop", "thread", "process"]
 
 __all__ = [
     "Answered",
@@ -213,17 +215,18 @@ class UserAgent:
         *,
         on_incoming: IncomingHandler | None = None,
         rtp_host: str | None = None,
-        media_thread: bool = False,
+        media: MediaPlace = "loop",
     ) -> None:
-        """`media_thread`: run RTP on its own thread and loop (voip_sos/aio/media_thread.py), as
-        `serve` does; tools and tests keep it on the caller's loop."""
+        """`media`: where RTP runs -- "process", a process of its own (voip_sos/aio/media_process.py),
+        as `serve` does; "thread", a thread and loop of its own; "loop", the caller's loop (tools,
+        tests)."""
         self.config = config
         self.on_incoming = on_incoming
         self._rtp_host = rtp_host
-        self._media_thread = media_thread
+        self._media: MediaPlace = media
         self._agent: SipAgent | None = None
         self.transport: SipTransport | None = None
-        self.engine: RtpEngine | ThreadedRtpEngine | None = None
+        self.engine: RtpEngine | ThreadedRtpEngine | ProcessRtpEngine | None = None
         self.calls: dict[str, Call] = {}
         self._registration_waiters: list[asyncio.Future[RegistrationResult]] = []
         self._message_waiters: dict[str, asyncio.Future[tuple[int | None, str]]] = {}
@@ -272,7 +275,12 @@ class UserAgent:
             "host": rtp_host,
             "symmetric": self.config.rtp.public_ip is None,
         }
-        if self._media_thread:
+        if self._media == "process":
+            log_cfg = self.config.log
+            process = ProcessRtpEngine(**rtp_args, log_level=log_cfg.level, log_format=log_cfg.format)
+            await process.start()
+            self.engine = process
+        elif self._media == "thread":
             threaded = ThreadedRtpEngine(**rtp_args)
             await threaded.start()
             self.engine = threaded
@@ -406,6 +414,8 @@ class UserAgent:
         if ring_timeout_s is not None:
             self._later(ring_timeout_s, lambda: self._ring_timeout(call))
         self._pump()
+        if prompt is not None:
+            media.preload(prompt)  # after the INVITE is on the wire: ready by the answer
         return call
 
     def _new_call(
