@@ -162,6 +162,23 @@ def test_reject_incoming() -> None:
     assert ends[0].status == 603
 
 
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [(403, "Forbidden"), (486, "Busy Here"), (480, "Temporarily Unavailable"), (603, "Decline"),
+     (499, "Request Failure"), (599, "Server Failure")],
+)  # fmt: skip
+def test_a_refusal_carries_its_reason_phrase(status: int, phrase: str) -> None:
+    # Peers show the phrase to their users: "403 Unknown" told a caller nothing.
+    a, b = _pair()
+    wire = Wire()
+    cid, _ = _call(a, b)
+    b.reject(cid, status, 0.2)
+    transfer([a, b], 0.2, wire)
+    final = [m for _, _, _, m, _ in wire.log if isinstance(m, Response) and m.status == status]
+    assert final and final[0].reason == phrase
+    assert f"SIP/2.0 {status} {phrase}\r\n".encode() in final[0].to_bytes()
+
+
 def test_far_end_hold_via_reinvite_and_resume_via_update() -> None:
     a, b = _pair()
     cid = _answered(a, b)

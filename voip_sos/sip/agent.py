@@ -37,13 +37,31 @@ LARGE_REQUEST_BYTES = 1300  # §18.1.1: above this (MTU 1500 minus headroom) UDP
 MAX_AUTH_ATTEMPTS = 3  # first challenge + stale re-challenges; never an endless loop
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY"
 SUPPORTED = ("timer",)
+# RFC 3261 §21 (and 202 from RFC 3428): the reason phrases peers show their users ("403 Forbidden").
 REASONS = {
-    100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme", 420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
-    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 491: "Request Pending",
-    500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
-    505: "Version Not Supported", 513: "Message Too Large", 603: "Decline",
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued", 183: "Session Progress",
+    200: "OK", 202: "Accepted",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Server Time-out", 505: "Version Not Supported", 513: "Message Too Large",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }  # fmt: skip
+_CLASS_REASONS = {1: "Progress", 2: "Success", 3: "Redirection", 4: "Request Failure", 5: "Server Failure",
+                  6: "Global Failure"}  # fmt: skip
+
+
+def reason_phrase(status: int) -> str:
+    """The RFC 3261 phrase for `status`, or its class's name for a code RFC 3261 does not list."""
+    return REASONS.get(status) or _CLASS_REASONS.get(status // 100, "Unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +471,7 @@ class AgentCore:
             h.add(n, v)
         if body:
             h.add("Content-Type", content_type or "application/sdp")
-        return Response(headers=h, body=body, status=status, reason=reason or REASONS.get(status, "Unknown"))
+        return Response(headers=h, body=body, status=status, reason=reason or reason_phrase(status))
 
     def respond(
         self,
