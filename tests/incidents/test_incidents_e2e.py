@@ -39,6 +39,7 @@ from voip_sos.stb.aio import open_stb_client
 from voip_sos.stb.events import ReceiptReceived
 
 CENTRE, BACKUP, TEST_NUMBER = "120", "121", "9999"
+STRANGER = "7777"  # no party of any incident
 
 
 @pytest.fixture
@@ -129,14 +130,16 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(workdir: Pat
     """The happy path and everything seen along it: the centre hears the message at least twice and
     confirms with 1, each contact hears it (one repeats it with 9), SMS with uid, name, address and
     a working voice link, UPDATE → codes SMS, a second press joins, STATUS at each step, the
-    timeline, /metrics, the link expiring, a call-back from the centre, and a TEST press."""
+    timeline, /metrics, the link expiring, a call-back from the centre, a stranger's call refused,
+    and a TEST press."""
     with ExitStack() as st:
-        pbx = Pbx(st, [CENTRE, "2001", "2002", TEST_NUMBER])
+        pbx = Pbx(st, [CENTRE, "2001", "2002", TEST_NUMBER, STRANGER])
         await wait_udp_listening(pbx.port, peer=pbx.kamailio)
         centre = phone(st, pbx, CENTRE, workdir / "rec-centre")
         son = phone(st, pbx, "2001", workdir / "rec-2001")
         daughter = phone(st, pbx, "2002", workdir / "rec-2002")
         tester = phone(st, pbx, TEST_NUMBER, workdir / "rec-test")
+        stranger = phone(st, pbx, STRANGER, workdir / "rec-stranger")
         backend = Backend(
             workdir / "backend",
             pbx.addr,
@@ -281,6 +284,12 @@ async def test_sos_reaches_centre_and_contacts_who_hear_the_message(workdir: Pat
         heard = recordings(workdir / "rec-centre")
         assert len(heard) == 2 and repetitions(heard[1], template), "the call-back did not hear the message"
         assert "callback_answered" in kinds(await backend.events(incident))
+
+        # Anyone else calling our number is refused, and hears nothing.
+        await stranger.command("dial", "sip:voip-sos@127.0.0.1")
+        await wait_for(lambda: "session closed: 403 Forbidden" in stranger.output(), 15, "the stranger refused")
+        assert "not a party of a recent incident" in backend.log_text()
+        assert not recordings(workdir / "rec-stranger")
 
         # TEST: only the test number is called and texted, marked TEST.
         test_press = await Press(backend, 1, "--test").start()

@@ -304,10 +304,13 @@ class IncidentRunner:
             self._send_status(incident_id, stb_ip, StatusCode.NOBODY_REACHED, "nobody to call")
             return None
         live = _Live(incident_id, stb_ip, sub, test, core, log)
-        live.numbers = {
-            _digits(n) for n in (self._policy.center, self._policy.backup, self._policy.test_number) if n
-        }
-        live.numbers |= {_digits(c.phone) for c in sub.contacts}
+        # Who may call back into it: whom it calls. A TEST incident calls only the test line, and
+        # the test line is no party of a real one.
+        if test:
+            live.numbers = {_digits(self._policy.test_number)} if self._policy.test_number else set()
+        else:
+            live.numbers = {_digits(n) for n in (self._policy.center, self._policy.backup) if n}
+            live.numbers |= {_digits(c.phone) for c in sub.contacts}
         self._live[incident_id] = live
         if self._metrics is not None:
             self._metrics.incident_opened()
