@@ -78,8 +78,16 @@ async def _every(interval_s: float, fn: Callable[[], Awaitable[None]], what: str
 class _Watch:
     """Registration state, render queue and SOS reject counters -> metrics and the log."""
 
-    def __init__(self, cfg: Config, ua: UserAgent, metrics: Metrics, prompts: PromptService) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        ua: UserAgent,
+        metrics: Metrics,
+        prompts: PromptService,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._cfg, self._ua, self._metrics, self._prompts = cfg, ua, metrics, prompts
+        self._clock = clock
         self.listener: ListenerProcess | None = None
         self._lost_since: float | None = None
         self._reported = False
@@ -90,7 +98,7 @@ class _Watch:
         return self._cfg.sip.registrar is None or (reg is not None and reg.ok)
 
     async def tick(self) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
         ok = self.registered
         self._metrics.registration(ok)
         if ok:
