@@ -21,6 +21,7 @@ from typing import Any
 
 from voip_sos import gc_pauses
 from voip_sos.aio.listener_process import ListenerProcess, listener_settings
+from voip_sos.aio.media_process import ProcessRtpEngine
 from voip_sos.aio.user_agent import IncomingCallRequest, UserAgent
 from voip_sos.clips.archive import open_clip_archive
 from voip_sos.clips.tokens import ClipGrants
@@ -121,10 +122,16 @@ class _Watch:
     async def health(self) -> dict[str, object]:
         reg = self._ua.registration
         return {
-            "status": "ok" if self.registered else "degraded",
+            "status": "ok" if self.registered and self.media_alive else "degraded",
             "registration": reg.state if reg else ("none" if self._cfg.sip.registrar is None else "pending"),
             "sos_listener": self.listener is not None and self.listener.alive,
+            "media_process": self.media_alive,
         }
+
+    @property
+    def media_alive(self) -> bool:
+        engine = getattr(self._ua, "engine", None)
+        return not isinstance(engine, ProcessRtpEngine) or engine.alive
 
 
 async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:

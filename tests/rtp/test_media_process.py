@@ -52,9 +52,10 @@ async def test_a_dead_media_process_ends_its_calls_and_a_new_one_serves_the_next
         await asyncio.wait_for(far.arrived.wait(), 2)
         old_pid = engine.pid
         assert old_pid is not None
+        assert engine.alive
         os.kill(old_pid, signal.SIGKILL)
         await asyncio.wait_for(first._closed_fut, 5)  # its call lost its media, and knows it
-        assert first.closed and engine.sessions == 0
+        assert first.closed and engine.sessions == 0 and not engine.alive
         assert first.local_port not in engine.pool._in_use  # its ports are given back
         assert any("lost their media" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
         deadline = time.monotonic() + 10
@@ -62,6 +63,7 @@ async def test_a_dead_media_process_ends_its_calls_and_a_new_one_serves_the_next
             assert time.monotonic() < deadline, "no new media process"
             await asyncio.sleep(0.05)
         await asyncio.wait_for(engine._ready, 10)  # type: ignore[arg-type]
+        assert engine.alive
         again = await sink()
         second = engine.open_now()
         second.set_remote(again.addr, codec="PCMU", payload_type=0)

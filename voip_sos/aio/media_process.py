@@ -338,6 +338,12 @@ class ProcessRtpEngine:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def alive(self) -> bool:
+        """The media process runs and takes commands (False while a dead one is being replaced)."""
+        proc, link = self._proc, self._link
+        return proc is not None and proc.returncode is None and link is not None and not link.closed
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._spawn()
