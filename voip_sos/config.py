@@ -126,6 +126,13 @@ class SosConfig:
         parse_positive_int,
         type_name="int",
     )
+    backend_id: str | None = key(
+        None,
+        "This backend's name among several sharing one database (which incidents it runs); "
+        "unset = host name and SOS port. Keep it the same across restarts",
+        parse_optional_str,
+        type_name="text",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +267,14 @@ class EmergencyConfig:
         "The centre's INVITE carries the civic address as PIDF-LO (RFC 6442)",
         parse_flag,
         type_name="bool",
+    )
+    takeover_s: float = key(
+        15.0,
+        "Backends sharing a database: one that has not renewed its hold on an open incident for "
+        "this long is taken to be gone, and another backend resumes the incident",
+        parse_positive_float,
+        type_name="number",
+        unit="s",
     )
     codes_settle_s: float = key(
         1.0,

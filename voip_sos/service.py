@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -194,9 +196,13 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 listener_ref[0].send_status(incident_id, ip, status, detail)
             return 0
 
+        # Backends sharing a database tell their incidents apart by this name (stable across
+        # restarts, so a restarted backend takes its own incidents back at once).
+        backend_id = cfg.sos.backend_id or f"{socket.gethostname()}:{cfg.sos.listen.port or os.getpid()}"
         runner = IncidentRunner(
-            cfg, directory, store, ua, prompts, SipMessageTransport(ua), send_status, links, metrics
-        )
+            cfg, directory, store, ua, prompts, SipMessageTransport(ua), send_status, links, metrics,
+            runner_id=backend_id,
+        )  # fmt: skip
         runner_ref.append(runner)
         stack.push_async_callback(runner.close)
 
@@ -226,6 +232,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
         resumed = await runner.resume_open()
         if resumed:
             logger.info("incidents resumed after restart", extra={"incidents": resumed})
+        runner.start_holding()
         if hubs is not None:
             await hubs.start(runner)
 
@@ -242,7 +249,12 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
         stack.callback(gc.unfreeze)
         logger.info(
             "voip-sos ready",
-            extra={"sos": f"{host}:{port}", "sip": str(cfg.sip.listen), "http": str(http.public)},
+            extra={
+                "sos": f"{host}:{port}",
+                "sip": str(cfg.sip.listen),
+                "http": str(http.public),
+                "backend_id": backend_id,
+            },
         )
         try:
             await stop.wait()

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert
@@ -174,3 +174,42 @@ async def test_an_inline_store_waits_for_a_taken_lock_off_its_event_loop(directo
     finally:
         other.close()
         await store.aclose()
+
+
+async def test_backends_hold_their_incidents_and_take_over_only_what_was_left(directory: Directory) -> None:
+    """Several backends on one database: each runs what it holds; a restarted one takes its own
+    back at once; another's only once its hold ran out; one nobody took only after a while."""
+    store = IncidentStore(directory.engine)
+    a1, b1, free, closed = [r.incident_id for r in await store.record([req("sos", n) for n in range(4)])]
+    assert a1 and b1 and free and closed
+    t0, lease = NOW + timedelta(seconds=30), timedelta(seconds=15)
+    assert await store.hold("A", [a1], t0 + lease) == {a1}
+    assert await store.hold("B", [b1, closed], t0 + lease) == {b1, closed}
+    assert await store.hold("B", [a1], t0 + lease) == set()  # A holds it
+    await store.close(closed, t0, "false_alarm", state="cancelled")
+
+    # B restarts: its own at once; the one nobody took only once it is older than the grace.
+    now = t0 + timedelta(seconds=5)
+    mine = await store.take_over("B", now, now + lease, unclaimed_before=NOW - timedelta(seconds=1), own=True)
+    assert [i.id for i in mine] == [b1]
+    nobodys = await store.take_over(
+        "B", now, now + lease, unclaimed_before=NOW + timedelta(seconds=1), own=False
+    )
+    assert [i.id for i in nobodys] == [free]
+    assert await store.runner_of(free) == ("B", now + lease)
+
+    # A keeps renewing: B takes nothing of it.
+    assert await store.hold("A", [a1], t0 + timedelta(seconds=10) + lease) == {a1}
+    later = t0 + timedelta(seconds=20)
+    assert await store.take_over("B", later, later + lease, unclaimed_before=later, own=False) == []
+    # A stops renewing (it died): once its hold ran out, B takes a1 -- the open one only.
+    gone = t0 + timedelta(seconds=26)
+    taken = await store.take_over("B", gone, gone + lease, unclaimed_before=gone, own=False)
+    assert [i.id for i in taken] == [a1] and taken[0].uid == "u00000"
+    assert await store.runner_of(a1) == ("B", gone + lease)
+    # A comes back late: the incident is not its any more, and it learns so from its next renewal.
+    assert await store.hold("A", [a1], gone + lease) == set()
+    # A closed incident's hold is kept (its answered calls may still be up) but never taken over.
+    assert await store.hold("B", [closed], gone + lease) == {closed}
+    assert closed not in {i.id for i in await store.take_over("C", gone + 2 * lease, gone + 3 * lease,
+                                                              unclaimed_before=gone + 3 * lease, own=False)}  # fmt: skip

@@ -40,7 +40,9 @@ def free_udp_port() -> int:
 class Serve:
     """One `voip-sos serve` process with its own config file and log."""
 
-    def __init__(self, workdir: Path, url: str, name: str = "serve", sos_extra: str = "") -> None:
+    def __init__(
+        self, workdir: Path, url: str, name: str = "serve", sos_extra: str = "", emergency_extra: str = ""
+    ) -> None:
         self.port = free_udp_port()
         self.workdir = workdir
         self.config = workdir / f"{name}.yaml"
@@ -51,7 +53,8 @@ class Serve:
             f"directory:\n  url: {url}\nsos:\n  listen: 127.0.0.1:{self.port}\n{sos_extra}"
             f"sip:\n  listen: 127.0.0.1:{sip}\n  proxy: 127.0.0.1:{free_udp_port()}\n  domain: 127.0.0.1\n"
             f"rtp:\n  ports: {rtp}-{rtp + 199}\nhttp:\n  listen: 127.0.0.1:{free_port()}\n"
-            f"emergency:\n  center: '120'\n  test_number: '9999'\nvoice:\n  cache_dir: {workdir / 'prompts'}\n",
+            f"emergency:\n  center: '120'\n  test_number: '9999'\n{emergency_extra}"
+            f"voice:\n  cache_dir: {workdir / 'prompts'}\n",
             encoding="utf-8",
         )
         self.log = workdir / f"{name}.log"
@@ -257,6 +260,58 @@ async def test_two_backends_on_postgresql_failover_and_one_incident(
     count, logs = await _incidents(url)
     assert count == 3
     assert all(log.count("sos_received") == 1 and log.count("incident_opened") == 1 for log in logs)
+
+
+@pytest.mark.postgres
+async def test_a_restarted_backend_leaves_the_others_incidents_and_takes_a_dead_ones(
+    tmp_path: Path, pg_database_url: str
+) -> None:
+    url = pg_database_url
+    await _provisioned(url, 2)
+    hold = "  takeover_s: 2\n"
+    a, b = Serve(tmp_path, url, "a", emergency_extra=hold), Serve(tmp_path, url, "b", emergency_extra=hold)
+    a_id, b_id = (f"{socket.gethostname()}:{s.port}" for s in (a, b))
+    d = await Directory.open(url, migrate=False)
+    store = IncidentStore(d.engine)
+
+    async def runner_and_resumes(incident: int) -> tuple[str | None, list[object]]:
+        runner, _ = await store.runner_of(incident)
+        resumed = [
+            e.detail.get("runner") for e in await store.events(incident) if e.kind == "incident_resumed"
+        ]
+        return runner, resumed
+
+    try:
+        with serving(a, b):
+            c = await open_stb_client(stb_ip(0), secret_of(0), [a.address])
+            try:
+                ans = await c.request(MsgType.SOS)
+            finally:
+                c.close()
+            assert isinstance(ans, ReceiptReceived) and ans.backend == a.address
+            incident = ans.incident_id
+            deadline = time.monotonic() + 10
+            while (await store.runner_of(incident))[0] != a_id:
+                assert time.monotonic() < deadline, "A never took its incident"
+                await asyncio.sleep(0.1)
+
+            # B restarts while A runs the incident: B leaves it alone (before: B resumed it and
+            # called everybody a second time).
+            b.stop()
+            b.start()
+            await asyncio.sleep(3.0)  # longer than takeover_s: A kept renewing
+            assert await runner_and_resumes(incident) == (a_id, [])
+
+            # A dies: once its hold ran out, B takes the incident over and resumes it.
+            a.kill()
+            deadline = time.monotonic() + 15
+            while (await runner_and_resumes(incident))[1] != [b_id]:
+                assert time.monotonic() < deadline, "B never took over the dead backend's incident"
+                await asyncio.sleep(0.2)
+            assert (await store.runner_of(incident))[0] == b_id
+            assert "taking over an incident whose backend stopped renewing its hold" in b.log.read_text()
+    finally:
+        await d.close()
 
 
 def _send_to_both(data: bytes, src: str, backends: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -77,6 +77,8 @@ SMS_PROMPT_WAIT_S = 15.0
 RTP_PROMPT_CACHE = 64
 # Texts prepared at once (see _send_sms).
 SMS_LANES = 4
+# A new incident is held in the database this long after it started (one statement for a surge).
+HOLD_NEW_AFTER_S = 1.0
 
 
 class StatusSink(Protocol):
@@ -126,8 +128,14 @@ class IncidentRunner:
         send_status: StatusSink,
         links: LinkStore | None = None,
         metrics: Any | None = None,
+        runner_id: str = "",
     ) -> None:
+        """`runner_id`: this backend's name among those sharing the database (`sos.backend_id`)."""
         self._cfg = cfg
+        self.runner_id = runner_id or cfg.sos.backend_id or "voip-sos"
+        self._holding: asyncio.Task[None] | None = None
+        self._hold_new: asyncio.TimerHandle | None = None
+        self._hold_task: asyncio.Future[set[int]] | None = None
         self._directory = directory
         self._store = store
         self._ua = ua
@@ -222,6 +230,10 @@ class IncidentRunner:
         live.core.start(self._now())
         log.info("incident started", extra={"test": test, "parties": list(live.core.party_states())})
         self._drain(live)
+        if self._hold_new is None and not self._closing:
+            # Taken in the database moments later, batched over a surge: nobody else may take an
+            # incident nobody holds for `takeover_s` after it opened.
+            self._hold_new = asyncio.get_running_loop().call_later(HOLD_NEW_AFTER_S, self._hold_soon)
 
     async def resume_open(self, *, after_crash: bool = True) -> int:
         """Take over every open incident this runner does not run, from its log. Returns how many.
@@ -230,27 +242,117 @@ class IncidentRunner:
         False when only the SOS listener process was replaced: every call of this process is
         still up and its own, and only incidents recorded but never handed over are started."""
         resumed = 0
+        now = _wall()
         # A CANCEL closes the incident in the store at once, but answered calls go on until the far
         # end hangs up: calls of an incident cancelled within max_call_s may still be up.
-        recent = _wall() - timedelta(seconds=self._cfg.emergency.max_call_s)
+        recent = now - timedelta(seconds=self._cfg.emergency.max_call_s)
         for inc in await self._store.list(limit=1_000) if after_crash else ():
             if inc.closed_at is not None and inc.state == "cancelled" and inc.closed_at > recent:
+                if (await self._store.runner_of(inc.id))[0] not in (None, self.runner_id):
+                    continue  # another backend's: it ends its own calls
                 log = bind(logger, incident=inc.id, uid=inc.uid)
                 try:
                     await self._finish_cancelled(log, inc.id, inc.close_reason or "false_alarm")
                 except Exception:
                     log.exception("ending the calls of a cancelled incident failed")
-        for inc in await self._store.list(open_only=True, limit=10_000):
+        if after_crash:
+            # This backend's own incidents, those whose backend stopped renewing its hold, and those
+            # nobody took; never one another live backend runs.
+            takeover = timedelta(seconds=self._cfg.emergency.takeover_s)
+            candidates = await self._store.take_over(
+                self.runner_id, now, now + takeover, unclaimed_before=now - takeover, own=True
+            )
+        else:
+            # Only the listener process was replaced: incidents it recorded but never handed over.
+            candidates = []
+            for inc in await self._store.list(open_only=True, limit=10_000):
+                if inc.id in self._live or await self._handed_over(inc.id):
+                    continue  # a runner (maybe another backend's, sharing PostgreSQL) has it
+                until = now + timedelta(seconds=self._cfg.emergency.takeover_s)
+                if inc.id in await self._store.hold(self.runner_id, [inc.id], until):
+                    candidates.append(inc)
+        for inc in candidates:
             if inc.id in self._live:
                 continue
             try:
-                if not after_crash and await self._handed_over(inc.id):
-                    continue  # a runner (maybe another backend's, sharing PostgreSQL) has it
                 if await self._resume(inc.id, inc.stb_ip, inc.uid, inc.test):
                     resumed += 1
             except Exception:
                 logger.exception("resuming an incident failed", extra={"incident": inc.id})
         return resumed
+
+    def start_holding(self) -> None:
+        """Renew this backend's hold on its incidents every third of `emergency.takeover_s`, and
+        take over the open incidents of a backend that stopped renewing (it died)."""
+        if self._holding is None:
+            self._holding = asyncio.create_task(self._keep_holding(), name="incident-holds")
+
+    async def _keep_holding(self) -> None:
+        interval = self._cfg.emergency.takeover_s / 3
+        while not self._closing:
+            await asyncio.sleep(interval)
+            try:
+                await self.hold_and_take_over()
+            except Exception as exc:
+                # The database is away: the holds run out only after takeover_s, and the next
+                # round tries again. Another backend that can reach it takes over after that.
+                logger.warning("renewing incident holds failed", extra={"error": str(exc)})
+
+    def _hold_soon(self) -> None:
+        self._hold_new = None
+        if self._closing:
+            return
+        self._hold_task = asyncio.ensure_future(self._hold_live())  # it logs its own failures
+
+    async def _hold_live(self) -> set[int]:
+        ids = sorted(self._live)
+        until = _wall() + timedelta(seconds=self._cfg.emergency.takeover_s)
+        try:
+            held = await self._store.hold(self.runner_id, ids, until)
+        except Exception as exc:
+            logger.warning("holding incidents failed", extra={"error": str(exc)})
+            return set(ids)
+        for incident_id in set(ids) - held:
+            live = self._live.get(incident_id)
+            if live is not None:
+                runner, _ = await self._store.runner_of(incident_id)
+                live.log.error(
+                    "incident taken over by another backend (this one did not renew its hold in "
+                    "time): no longer run here",
+                    extra={"runner": runner},
+                )
+                self._abandon(live)
+        return held
+
+    async def hold_and_take_over(self) -> int:
+        """One round: renew the holds, then resume what gone backends left. How many were taken."""
+        await self._hold_live()
+        now = _wall()
+        takeover = timedelta(seconds=self._cfg.emergency.takeover_s)
+        taken = await self._store.take_over(
+            self.runner_id, now, now + takeover, unclaimed_before=now - takeover, own=False
+        )
+        resumed = 0
+        for inc in taken:
+            if inc.id in self._live or self._closing:
+                continue
+            bind(logger, incident=inc.id, uid=inc.uid).warning(
+                "taking over an incident whose backend stopped renewing its hold"
+            )
+            try:
+                if await self._resume(inc.id, inc.stb_ip, inc.uid, inc.test):
+                    resumed += 1
+            except Exception:
+                logger.exception("taking over an incident failed", extra={"incident": inc.id})
+        return resumed
+
+    def _abandon(self, live: _Live) -> None:
+        # Its calls stay up: the backend that took it over ends them (it knows their dialogs).
+        self._live.pop(live.id, None)
+        if live.timer is not None:
+            live.timer.cancel()
+        for task in list(live.tasks):
+            task.cancel()
 
     async def on_incoming(self, req: IncomingCallRequest) -> None:
         """A call to our number: a call-back from someone of an open or recent incident, or refused."""
@@ -278,6 +380,15 @@ class IncidentRunner:
     async def close(self) -> None:
         """Stop taking work; timers off. Open incidents stay open in the database for a restart."""
         self._closing = True
+        if self._hold_new is not None:
+            self._hold_new.cancel()
+        if self._hold_task is not None:
+            with contextlib.suppress(Exception):
+                await self._hold_task
+        if self._holding is not None:
+            self._holding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._holding
         for live in list(self._live.values()):
             if live.timer is not None:
                 live.timer.cancel()
@@ -749,7 +860,8 @@ class IncidentRunner:
         live = self._new_live(incident_id, stb_ip, sub, test, log)
         if live is None:
             return False
-        await self._append(live, "incident_resumed", {"confirmed": sorted(confirmed), "told": len(told)})
+        detail = {"confirmed": sorted(confirmed), "told": len(told), "runner": self.runner_id}
+        await self._append(live, "incident_resumed", detail)
         live.core.resume(self._now(), confirmed=confirmed, told=told, door_code=door, parking_code=parking)
         log.info("incident resumed after restart", extra={"confirmed": sorted(confirmed)})
         self._drain(live)

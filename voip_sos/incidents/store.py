@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import and_, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,6 +36,7 @@ from voip_sos.incidents.recording import (
     Recorder,
     RequestRecord,
     _aware,
+    _naive,
     sqlite_append_payload,
 )
 from voip_sos.incidents.tables import incident_events, incidents
@@ -247,6 +248,55 @@ class IncidentStore:
         return await self._write(
             lambda conn: self._recorder.close(conn, incident_id, at, reason, state, detail)
         )
+
+    # -- who runs which incident (several backends on one database) ------------------------------
+
+    async def hold(self, runner: str, ids: Sequence[int], until: datetime) -> set[int]:
+        """Take or extend `runner`'s hold on the incidents `ids` until `until`; the ids it holds now.
+        An id missing from the answer is run by another backend (it took it over). Closed ones are
+        held too: a cancelled incident's answered calls go on after it closed."""
+        if not ids:
+            return set()
+        stmt = (
+            update(incidents)
+            .where(
+                incidents.c.id.in_(list(ids)),
+                or_(incidents.c.run_by.is_(None), incidents.c.run_by == runner),
+            )
+            .values(run_by=runner, run_until=_naive(until))
+            .returning(incidents.c.id)
+        )
+        return set(await self.write(lambda conn: [r[0] for r in conn.execute(stmt)]))
+
+    async def take_over(
+        self, runner: str, now: datetime, until: datetime, *, unclaimed_before: datetime, own: bool
+    ) -> builtins.list[Incident]:
+        """Take every open incident nobody holds any more: another backend's whose hold ran out
+        before `now`, and those no backend took that were opened before `unclaimed_before` (a
+        backend takes its new incidents within moments). `own`: also `runner`'s own (after its
+        restart). Newest first, like `list`."""
+        free = [
+            and_(incidents.c.run_by.is_not(None), incidents.c.run_by != runner,
+                 incidents.c.run_until < _naive(now)),
+            and_(incidents.c.run_by.is_(None), incidents.c.opened_at < _naive(unclaimed_before)),
+        ]  # fmt: skip
+        if own:
+            free.append(incidents.c.run_by == runner)
+        stmt = (
+            update(incidents)
+            .where(incidents.c.closed_at.is_(None), or_(*free))
+            .values(run_by=runner, run_until=_naive(until))
+            .returning(*incidents.c)
+        )
+        rows = await self.write(lambda conn: [_incident(r) for r in conn.execute(stmt)])
+        return sorted(rows, key=lambda i: -i.id)
+
+    async def runner_of(self, incident_id: int) -> tuple[str | None, datetime | None]:
+        """Who holds the incident, and until when."""
+        q = select(incidents.c.run_by, incidents.c.run_until).where(incidents.c.id == incident_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return (row[0], _aware(row[1])) if row is not None else (None, None)
 
     # -- reading -------------------------------------------------------------------------------
 

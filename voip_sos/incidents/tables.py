@@ -30,6 +30,10 @@ incidents = Table(
     Column("closed_at", DateTime(timezone=False), nullable=True),
     Column("close_reason", Text, nullable=True),
     Column("opened_by", String(32), nullable=False),
+    # The backend running it (`sos.backend_id`) and until when its hold lasts; NULL until one
+    # takes it (migration 0007). See IncidentStore.hold / take_over.
+    Column("run_by", String(128), nullable=True),
+    Column("run_until", DateTime(timezone=False), nullable=True),
     Index(
         "uq_incidents_open_stb_ip",
         "stb_ip",
