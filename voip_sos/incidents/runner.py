@@ -77,8 +77,6 @@ SMS_PROMPT_WAIT_S = 15.0
 RTP_PROMPT_CACHE = 64
 # Texts prepared at once (see _send_sms).
 SMS_LANES = 4
-# A new incident is held in the database this long after it started (one statement for a surge).
-HOLD_NEW_AFTER_S = 1.0
 
 
 class StatusSink(Protocol):
@@ -134,8 +132,7 @@ class IncidentRunner:
         self._cfg = cfg
         self.runner_id = runner_id or cfg.sos.backend_id or "voip-sos"
         self._holding: asyncio.Task[None] | None = None
-        self._hold_new: asyncio.TimerHandle | None = None
-        self._hold_task: asyncio.Future[set[int]] | None = None
+
         self._directory = directory
         self._store = store
         self._ua = ua
@@ -230,10 +227,8 @@ class IncidentRunner:
         live.core.start(self._now())
         log.info("incident started", extra={"test": test, "parties": list(live.core.party_states())})
         self._drain(live)
-        if self._hold_new is None and not self._closing:
-            # Taken in the database moments later, batched over a surge: nobody else may take an
-            # incident nobody holds for `takeover_s` after it opened.
-            self._hold_new = asyncio.get_running_loop().call_later(HOLD_NEW_AFTER_S, self._hold_soon)
+        # Held in the database at the next renewal (nobody may take an incident nobody holds for
+        # `takeover_s` after it opened): nothing more for the database while a surge starts.
 
     async def resume_open(self, *, after_crash: bool = True) -> int:
         """Take over every open incident this runner does not run, from its log. Returns how many.
@@ -297,12 +292,6 @@ class IncidentRunner:
                 # The database is away: the holds run out only after takeover_s, and the next
                 # round tries again. Another backend that can reach it takes over after that.
                 logger.warning("renewing incident holds failed", extra={"error": str(exc)})
-
-    def _hold_soon(self) -> None:
-        self._hold_new = None
-        if self._closing:
-            return
-        self._hold_task = asyncio.ensure_future(self._hold_live())  # it logs its own failures
 
     async def _hold_live(self) -> set[int]:
         ids = sorted(self._live)
@@ -380,11 +369,6 @@ class IncidentRunner:
     async def close(self) -> None:
         """Stop taking work; timers off. Open incidents stay open in the database for a restart."""
         self._closing = True
-        if self._hold_new is not None:
-            self._hold_new.cancel()
-        if self._hold_task is not None:
-            with contextlib.suppress(Exception):
-                await self._hold_task
         if self._holding is not None:
             self._holding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
