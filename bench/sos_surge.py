@@ -159,7 +159,7 @@ def main() -> None:
                 raise SystemExit("serve did not answer")
             # The thousand STBs are simulated in this one process, but are a thousand devices: their
             # own scheduling must not pose as the backend's latency while `serve` keeps both cores
-            # busy starting incidents. Same raised priority as serve's SOS listener (root only).
+            # busy starting incidents. Same raised priority as serve itself (root only).
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, 0, -5)
             samples = asyncio.run(surge(port, args.stbs, args.spread))

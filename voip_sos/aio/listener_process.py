@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import pickle
 import signal
 import socket
@@ -36,6 +35,7 @@ from typing import Any
 from voip_sos.config import Config, SosConfig
 from voip_sos.errors import VoipSosError
 from voip_sos.incidents.recording import Recorded, RequestRecord
+from voip_sos.priority import MEDIA_NICE, set_nice
 from voip_sos.sos.listener import ListenerSettings
 from voip_sos.sos.wire import StatusCode
 
@@ -395,9 +395,8 @@ async def _child(ctrl_fd: int, udp_fd: int) -> int:
 
 def main(argv: list[str]) -> int:
     ctrl_fd, udp_fd = int(argv[0]), int(argv[1])
-    with contextlib.suppress(OSError):
-        # The RECEIPT path is the one place where milliseconds are promised: ahead of renders and calls.
-        os.setpriority(os.PRIO_PROCESS, 0, -5)
+    # The RECEIPT path is the one place where milliseconds are promised: ahead of renders and calls.
+    set_nice(MEDIA_NICE, "sos-listener")
     # Each request hops loop -> lookup thread -> loop -> writer thread -> loop; every hop waits for
     # the GIL, by default up to 5 ms.
     sys.setswitchinterval(0.0005)

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import pickle
 import signal
 import socket
@@ -41,6 +40,7 @@ from typing import Any
 from voip_sos.aio.rtp_transport import Addr, EventCallback, PortPool, RtpEngine, RtpSession, RtpStats
 from voip_sos.config import PortRange
 from voip_sos.errors import MediaError
+from voip_sos.priority import MEDIA_NICE, set_nice
 from voip_sos.rtp.events import RtpEvent
 from voip_sos.rtp.g711 import Codec
 from voip_sos.rtp.prompt import Prompt
@@ -645,9 +645,8 @@ async def _child(fd: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    with contextlib.suppress(OSError):
-        # Pacing is the one place where a late packet is heard: ahead of renders and call set-up.
-        os.setpriority(os.PRIO_PROCESS, 0, -5)
+    # Pacing is the one place where a late packet is heard: ahead of renders and call set-up.
+    set_nice(MEDIA_NICE, "media")
     return asyncio.run(_child(int(argv[0])))
 
 

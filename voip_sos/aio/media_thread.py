@@ -171,6 +171,7 @@ class ThreadedRtpEngine:
             proxy._on_event = on_event
         caller = self._caller
         assert caller is not None
+
         def forward(event: RtpEvent) -> None:
             caller.call_soon_threadsafe(proxy._deliver, event)
 

@@ -6,6 +6,7 @@ submits `RenderJob`s and reads results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -119,7 +120,10 @@ def worker_init(
     the priority, load the voices an SOS render will need."""
     die_with_parent(parent)
     if nice:
-        os.nice(nice)
+        # Absolute, not relative: serve itself runs at a raised priority (voip_sos/priority.py),
+        # and a render must stay below every process of the emergency path.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
     for spec in preload:
         try:
             engine_for(spec, settings)
