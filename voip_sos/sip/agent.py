@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from voip_sos.errors import AuthError, ProtocolError, RemoteProtocolError
+from voip_sos.sip import timer_version
 from voip_sos.sip.call import Call
 from voip_sos.sip.digest import build_authorization, pick_challenge
 from voip_sos.sip.events import Event
@@ -123,6 +124,8 @@ class AgentCore:
         self.calls: dict[str, Call] = {}
         self._client: dict[str, tuple[ClientTransaction, Pending]] = {}
         self._server: dict[str, tuple[ServerTransaction, Addr]] = {}
+        self._timer_version = -1  # timer_version.version when _timer_best was found
+        self._timer_best: float | None = None
         self._outbox: list[Outgoing] = []
         self._events: collections.deque[Event] = collections.deque()
         self._register_tag = self.new_tag()
@@ -216,9 +219,21 @@ class AgentCore:
             log.warning("dropped %r from %s: %s", msg, addr, exc)
 
     def get_timer(self) -> float | None:
-        # Asked after every datagram, over every transaction and call: plain loops over cached
-        # values (a list per transaction made this the busiest function of a 300-call surge).
-        best = self.registration.next_attempt_at
+        # Asked after every datagram: the earliest deadline of every transaction and call is kept,
+        # and found again only when a timer moved since (voip_sos/sip/timer_version.py).
+        if self._timer_version != timer_version.version:
+            self._timer_version = timer_version.version
+            self._timer_best = self._earliest_deadline()
+        best = self._timer_best
+        reg = self.registration.next_attempt_at
+        if reg is not None and (best is None or reg < best):
+            best = reg
+        return best
+
+    def _earliest_deadline(self) -> float | None:
+        # Plain loops over cached values (a list per transaction made this the busiest function of
+        # a 300-call surge).
+        best: float | None = None
         for tx, _ in self._client.values():
             t = tx.timer_at
             if t is not None and (best is None or t < best):
@@ -254,6 +269,8 @@ class AgentCore:
         if reg.next_attempt_at is not None and reg.next_attempt_at <= now:
             self.send_register(now)
         self.call_timers(now)
+        # What ended here took its deadlines along without moving the counter: look again.
+        self._timer_version = -1
 
     def transport_failed(self, tx_key: str, now: float) -> None:
         """The adapter could not deliver a request (TCP refused, unreachable)."""

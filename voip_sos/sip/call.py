@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from voip_sos.errors import LocalProtocolError, RemoteProtocolError
 from voip_sos.logs import bind
+from voip_sos.sip import timer_version
 from voip_sos.sip.dialog import Dialog
 from voip_sos.sip.message import Request
 from voip_sos.sip.sdp import MediaParams
@@ -54,6 +55,9 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 }
 
 
+_DEADLINES = frozenset({"refresh_at", "expire_at", "give_up_at", "forget_at"})
+
+
 @dataclass(slots=True)
 class Call:
     call_id: str
@@ -87,6 +91,11 @@ class Call:
     forget_at: float | None = None
     """when an ended call is dropped: late 2xx resends still get their ACK until then"""
     timers: dict[str, float] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in _DEADLINES:
+            timer_version.bump()  # the agent's earliest deadline may have moved
 
     def set_state(self, new: CallState) -> None:
         if new is self.state:

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 
 from voip_sos.errors import LocalProtocolError
+from voip_sos.sip import timer_version
 from voip_sos.sip.headers import NameAddr, Via
 from voip_sos.sip.message import Headers, Request, Response
 
@@ -96,6 +97,7 @@ class _Transaction:
             if t is not None and (best is None or t < best):
                 best = t
         self.timer_at = best
+        timer_version.bump()
 
     @property
     def _retransmit_at(self) -> float | None:
