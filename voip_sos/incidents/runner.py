@@ -132,7 +132,6 @@ class IncidentRunner:
         self._cfg = cfg
         self.runner_id = runner_id or cfg.sos.backend_id or "voip-sos"
         self._holding: asyncio.Task[None] | None = None
-
         self._directory = directory
         self._store = store
         self._ua = ua
