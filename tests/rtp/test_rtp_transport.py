@@ -16,7 +16,6 @@ import pytest
 from rtp_audio import dtmf_sequence
 
 from voip_sos.aio.media_process import ProcessRtpEngine
-from voip_sos.aio.media_thread import ThreadedRtpEngine
 from voip_sos.aio.rtp_transport import GRID_S, RtpEngine, RtpSession
 from voip_sos.config import PortRange
 from voip_sos.errors import MediaError
@@ -69,17 +68,13 @@ async def sink() -> Sink:
     return proto
 
 
-@pytest.fixture(params=["on the loop", "on the media thread", "in the media process"])
+@pytest.fixture(params=["on the loop", "in the media process"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """Every test below runs against all three engines: the one on the caller's loop (tools, tests),
-    the one on a media thread of its own (voip_sos/aio/media_thread.py) and the one in a media
-    process of its own (`serve`, voip_sos/aio/media_process.py)."""
+    """Every test below runs against both engines: the one on the caller's loop (tools, tests) and
+    the one in a media process of its own (`serve`, voip_sos/aio/media_process.py)."""
     e: Any
     if request.param == "on the loop":
         e = RtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
-    elif request.param == "on the media thread":
-        e = ThreadedRtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
-        await e.start()
     else:
         e = ProcessRtpEngine(ports=port_range(60), host=HOST, rtcp_interval_s=0.2)
         await e.start()

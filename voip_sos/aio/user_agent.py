@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from voip_sos.aio.media_process import ProcessRtpEngine, ProcessRtpSession
-from voip_sos.aio.media_thread import ThreadedRtpEngine, ThreadedRtpSession
 from voip_sos.aio.rtp_transport import RtpEngine, RtpSession
 from voip_sos.aio.sip_transport import SipTransport, local_address_towards
 from voip_sos.config import Config, HostPort
@@ -31,8 +30,8 @@ from voip_sos.rtp.g711 import Codec
 from voip_sos.sip import AgentConfig, Location, MediaParams, SipAgent, TimerConfig
 from voip_sos.sip import events as sev
 
-Media = RtpSession | ThreadedRtpSession | ProcessRtpSession
-MediaPlace = Literal["loop", "thread", "process"]
+Media = RtpSession | ProcessRtpSession
+MediaPlace = Literal["loop", "process"]
 
 __all__ = [
     "Answered",
@@ -218,15 +217,14 @@ class UserAgent:
         media: MediaPlace = "loop",
     ) -> None:
         """`media`: where RTP runs -- "process", a process of its own (voip_sos/aio/media_process.py),
-        as `serve` does; "thread", a thread and loop of its own; "loop", the caller's loop (tools,
-        tests)."""
+        as `serve` does; "loop", the caller's loop (tools, tests)."""
         self.config = config
         self.on_incoming = on_incoming
         self._rtp_host = rtp_host
         self._media: MediaPlace = media
         self._agent: SipAgent | None = None
         self.transport: SipTransport | None = None
-        self.engine: RtpEngine | ThreadedRtpEngine | ProcessRtpEngine | None = None
+        self.engine: RtpEngine | ProcessRtpEngine | None = None
         self.calls: dict[str, Call] = {}
         self._registration_waiters: list[asyncio.Future[RegistrationResult]] = []
         self._message_waiters: dict[str, asyncio.Future[tuple[int | None, str]]] = {}
@@ -280,10 +278,6 @@ class UserAgent:
             process = ProcessRtpEngine(**rtp_args, log_level=log_cfg.level, log_format=log_cfg.format)
             await process.start()
             self.engine = process
-        elif self._media == "thread":
-            threaded = ThreadedRtpEngine(**rtp_args)
-            await threaded.start()
-            self.engine = threaded
         else:
             self.engine = RtpEngine(**rtp_args)
         self._media_address = self.config.rtp.public_ip or contact_host
