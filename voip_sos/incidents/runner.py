@@ -44,8 +44,10 @@ from voip_sos.incidents.commands import (
 )
 from voip_sos.incidents.core import IncidentCore, Policy
 from voip_sos.incidents.group_commit import GroupCommit
+from voip_sos.incidents.holds import IncidentHolds
 from voip_sos.incidents.location import location_of
 from voip_sos.incidents.recording import EventRecord, Recorded, RequestRecord
+from voip_sos.incidents.replay import Replayed, replay
 from voip_sos.incidents.store import IncidentStore
 from voip_sos.logs import ContextLogger, bind
 from voip_sos.notify.sms import SmsFacts, SmsTransport, codes_text, emergency_text, false_alarm_text
@@ -131,7 +133,10 @@ class IncidentRunner:
         """`runner_id`: this backend's name among those sharing the database (`sos.backend_id`)."""
         self._cfg = cfg
         self.runner_id = runner_id or cfg.sos.backend_id or "voip-sos"
-        self._holding: asyncio.Task[None] | None = None
+        self._holds = IncidentHolds(
+            store, self.runner_id, cfg.emergency.takeover_s, lambda: self._live, self._let_go,
+            lambda inc: self._resume(inc.id, inc.stb_ip, inc.uid, inc.test),
+        )  # fmt: skip
         self._directory = directory
         self._store = store
         self._ua = ua
@@ -250,20 +255,14 @@ class IncidentRunner:
                 except Exception:
                     log.exception("ending the calls of a cancelled incident failed")
         if after_crash:
-            # This backend's own incidents, those whose backend stopped renewing its hold, and those
-            # nobody took; never one another live backend runs.
-            takeover = timedelta(seconds=self._cfg.emergency.takeover_s)
-            candidates = await self._store.take_over(
-                self.runner_id, now, now + takeover, unclaimed_before=now - takeover, own=True
-            )
+            candidates = await self._holds.claimable(now)
         else:
             # Only the listener process was replaced: incidents it recorded but never handed over.
             candidates = []
             for inc in await self._store.list(open_only=True, limit=10_000):
                 if inc.id in self._live or await self._handed_over(inc.id):
                     continue  # a runner (maybe another backend's, sharing PostgreSQL) has it
-                until = now + timedelta(seconds=self._cfg.emergency.takeover_s)
-                if inc.id in await self._store.hold(self.runner_id, [inc.id], until):
+                if inc.id in await self._store.hold(self.runner_id, [inc.id], self._holds.until(now)):
                     candidates.append(inc)
         for inc in candidates:
             if inc.id in self._live:
@@ -276,67 +275,20 @@ class IncidentRunner:
         return resumed
 
     def start_holding(self) -> None:
-        """Renew this backend's hold on its incidents every third of `emergency.takeover_s`, and
-        take over the open incidents of a backend that stopped renewing (it died)."""
-        if self._holding is None:
-            self._holding = asyncio.create_task(self._keep_holding(), name="incident-holds")
+        """Renew this backend's hold on its incidents and take over those of a backend that stopped
+        renewing (voip_sos/incidents/holds.py)."""
+        self._holds.start()
 
-    async def _keep_holding(self) -> None:
-        interval = self._cfg.emergency.takeover_s / 3
-        while not self._closing:
-            await asyncio.sleep(interval)
-            try:
-                await self.hold_and_take_over()
-            except Exception as exc:
-                # The database is away: the holds run out only after takeover_s, and the next
-                # round tries again. Another backend that can reach it takes over after that.
-                logger.warning("renewing incident holds failed", extra={"error": str(exc)})
-
-    async def _hold_live(self) -> set[int]:
-        ids = sorted(self._live)
-        until = _wall() + timedelta(seconds=self._cfg.emergency.takeover_s)
-        try:
-            held = await self._store.hold(self.runner_id, ids, until)
-        except Exception as exc:
-            logger.warning("holding incidents failed", extra={"error": str(exc)})
-            return set(ids)
-        for incident_id in set(ids) - held:
-            live = self._live.get(incident_id)
-            if live is not None:
-                runner, _ = await self._store.runner_of(incident_id)
-                live.log.error(
-                    "incident taken over by another backend (this one did not renew its hold in "
-                    "time): no longer run here",
-                    extra={"runner": runner},
-                )
-                self._abandon(live)
-        return held
-
-    async def hold_and_take_over(self) -> int:
-        """One round: renew the holds, then resume what gone backends left. How many were taken."""
-        await self._hold_live()
-        now = _wall()
-        takeover = timedelta(seconds=self._cfg.emergency.takeover_s)
-        taken = await self._store.take_over(
-            self.runner_id, now, now + takeover, unclaimed_before=now - takeover, own=False
-        )
-        resumed = 0
-        for inc in taken:
-            if inc.id in self._live or self._closing:
-                continue
-            bind(logger, incident=inc.id, uid=inc.uid).warning(
-                "taking over an incident whose backend stopped renewing its hold"
-            )
-            try:
-                if await self._resume(inc.id, inc.stb_ip, inc.uid, inc.test):
-                    resumed += 1
-            except Exception:
-                logger.exception("taking over an incident failed", extra={"incident": inc.id})
-        return resumed
-
-    def _abandon(self, live: _Live) -> None:
+    def _let_go(self, incident_id: int, runner: str | None) -> None:
         # Its calls stay up: the backend that took it over ends them (it knows their dialogs).
-        self._live.pop(live.id, None)
+        live = self._live.pop(incident_id, None)
+        if live is None:
+            return
+        live.log.error(
+            "incident taken over by another backend (this one did not renew its hold in time): "
+            "no longer run here",
+            extra={"runner": runner},
+        )
         if live.timer is not None:
             live.timer.cancel()
         for task in list(live.tasks):
@@ -368,10 +320,7 @@ class IncidentRunner:
     async def close(self) -> None:
         """Stop taking work; timers off. Open incidents stay open in the database for a restart."""
         self._closing = True
-        if self._holding is not None:
-            self._holding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._holding
+        await self._holds.close()
         for live in list(self._live.values()):
             if live.timer is not None:
                 live.timer.cancel()
@@ -780,62 +729,26 @@ class IncidentRunner:
     async def _finish_cancelled(self, log: ContextLogger, incident_id: int, reason: str) -> None:
         """A cancelled incident whose answered calls were still up at the crash: end them, then
         record how its calls finished, as the live runner would have when the last one ended."""
-        events = await self._store.events(incident_id)
-        if any(e.kind == "calls_finished" for e in events):
+        past = replay(await self._store.events(incident_id))
+        if past.calls_finished:
             return
-        await self._end_left_open(log, events)
-        reached = sorted(
-            {
-                str(e.detail["call"]).split("#")[0]
-                for e in events
-                if e.kind == "call_ended" and e.detail.get("confirmed")
-            }
-        )
-        await self._store.append_events(
-            [
-                EventRecord(
-                    incident_id,
-                    "calls_finished",
-                    _wall(),
-                    {"reason": reason, "reached": reached, "after_restart": True},
-                )
-            ]
-        )
+        await self._end_left_open(log, past)
+        detail = {"reason": reason, "reached": sorted(past.confirmed), "after_restart": True}
+        await self._store.append_events([EventRecord(incident_id, "calls_finished", _wall(), detail)])
 
-    async def _end_left_open(self, log: ContextLogger, events: list[Any]) -> None:
+    async def _end_left_open(self, log: ContextLogger, past: Replayed) -> None:
         """BYE every call that was up when the process died, or the far end hears silence forever."""
-        ended = {e.detail.get("call") for e in events if e.kind in ("call_ended", "call_failed")}
-        for e in events:
-            if e.kind == "call_answered" and e.detail.get("call") not in ended and e.detail.get("dialog"):
-                try:
-                    bye = await asyncio.wait_for(self._ua.end_restored(e.detail["dialog"]), timeout=40)
-                    log.info(
-                        "call left open by the crash ended", extra={"call": e.detail["call"], "by": bye.by}
-                    )
-                except Exception as exc:
-                    log.warning(
-                        "could not end a call left open", extra={"call": e.detail["call"], "error": str(exc)}
-                    )
+        for call, dialog in past.left_open:
+            try:
+                bye = await asyncio.wait_for(self._ua.end_restored(dialog), timeout=40)
+                log.info("call left open by the crash ended", extra={"call": call, "by": bye.by})
+            except Exception as exc:
+                log.warning("could not end a call left open", extra={"call": call, "error": str(exc)})
 
     async def _resume(self, incident_id: int, stb_ip: str, uid: str, test: bool) -> bool:
         log = bind(logger, incident=incident_id, uid=uid)
-        events = await self._store.events(incident_id)
-        await self._end_left_open(log, events)
-        confirmed = {
-            str(e.detail["call"]).split("#")[0]
-            for e in events
-            if e.kind == "call_ended" and e.detail.get("confirmed")
-        }
-        sent = {e.detail.get("sms") for e in events if e.kind == "sms_result"}
-        told = [
-            (str(e.detail.get("party")), str(e.detail.get("number")))
-            for e in events
-            if e.kind == "sms_sending" and e.detail.get("kind") == "emergency" and e.detail.get("sms") in sent
-        ]
-        door = parking = None
-        for e in events:
-            door = e.detail.get("door_code") or door
-            parking = e.detail.get("parking_code") or parking
+        past = replay(await self._store.events(incident_id))
+        await self._end_left_open(log, past)
         sub = await self._directory.get(uid)
         if sub is None:
             log.error("cannot resume: subscriber no longer in the directory")
@@ -843,10 +756,14 @@ class IncidentRunner:
         live = self._new_live(incident_id, stb_ip, sub, test, log)
         if live is None:
             return False
-        detail = {"confirmed": sorted(confirmed), "told": len(told), "runner": self.runner_id}
+        confirmed = sorted(past.confirmed)
+        detail = {"confirmed": confirmed, "told": len(past.told), "runner": self.runner_id}
         await self._append(live, "incident_resumed", detail)
-        live.core.resume(self._now(), confirmed=confirmed, told=told, door_code=door, parking_code=parking)
-        log.info("incident resumed after restart", extra={"confirmed": sorted(confirmed)})
+        live.core.resume(
+            self._now(), confirmed=set(past.confirmed), told=list(past.told),
+            door_code=past.door_code, parking_code=past.parking_code,
+        )  # fmt: skip
+        log.info("incident resumed after restart", extra={"confirmed": confirmed})
         self._drain(live)
         return True
 
