@@ -61,3 +61,19 @@ async def test_serve_runs_its_emergency_path_at_raised_priority(tmp_path: Path) 
         assert len(listener) == 1 and len(media) == 1, kids
         assert nice_of(serve.proc.pid) == -5
         assert nice_of(listener[0]) == -10 and nice_of(media[0]) == -10
+
+
+def test_a_process_not_allowed_to_raise_its_priority_says_so_and_runs_on() -> None:
+    script = (
+        "import logging, os, sys\n"
+        "logging.basicConfig(stream=sys.stderr, level=logging.INFO,\n"
+        "                    format='%(message)s part=%(part)s nice=%(nice)s wanted=%(wanted)s')\n"
+        "from voip_sos.priority import SERVE_NICE, set_nice\n"
+        "if os.geteuid() == 0:\n"
+        "    os.setuid(65534)  # nobody: no CAP_SYS_NICE\n"
+        "print(set_nice(SERVE_NICE, 'serve'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    line = f"part=serve nice={os.getpriority(os.PRIO_PROCESS, 0)} wanted=-5"  # nice: what it inherited
+    assert f"CPU priority not raised (needs root or CAP_SYS_NICE) {line}" in out.stderr

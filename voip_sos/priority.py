@@ -9,7 +9,6 @@ CAP_SYS_NICE: without it everything runs at the nice it was started with, and on
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
@@ -26,11 +25,14 @@ def set_nice(nice: int, what: str) -> bool:
     try:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
     except OSError as exc:
-        with contextlib.suppress(Exception):
-            current = os.getpriority(os.PRIO_PROCESS, 0)
-            logger.info(
-                "CPU priority not raised (needs root or CAP_SYS_NICE)",
-                extra={"process": what, "nice": current, "wanted": nice, "error": str(exc)},
-            )
+        logger.info(
+            "CPU priority not raised (needs root or CAP_SYS_NICE)",
+            extra={
+                "part": what,
+                "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                "wanted": nice,
+                "error": str(exc),
+            },
+        )
         return False
     return True

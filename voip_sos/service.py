@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from voip_sos import gc_pauses
+from voip_sos import fd_table, gc_pauses
 from voip_sos.aio.listener_process import ListenerProcess, listener_settings
 from voip_sos.aio.media_process import ProcessRtpEngine
 from voip_sos.aio.user_agent import IncomingCallRequest, UserAgent
@@ -146,6 +146,8 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
     # the SOS listener process waits for) 5 ms per call. 1 ms bounds that wait.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     set_nice(SERVE_NICE, "serve")  # see voip_sos/priority.py
+    # serve binds every call's port pair before handing it to the media process.
+    fd_table.reserve(fd_table.for_ports(cfg.rtp.ports), "serve")
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:

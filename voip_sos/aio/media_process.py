@@ -40,6 +40,7 @@ from typing import Any
 from voip_sos.aio.rtp_transport import Addr, EventCallback, PortPool, RtpEngine, RtpSession, RtpStats
 from voip_sos.config import PortRange
 from voip_sos.errors import MediaError
+from voip_sos.fd_table import for_ports, reserve
 from voip_sos.priority import MEDIA_NICE, set_nice
 from voip_sos.rtp.events import RtpEvent
 from voip_sos.rtp.g711 import Codec
@@ -594,6 +595,7 @@ class _MediaChild:
         from voip_sos.logs import setup_logging
 
         setup_logging(*log_settings)
+        reserve(for_ports(args["ports"]), "media")  # see voip_sos/fd_table.py
         self.engine = RtpEngine(**args)
         settle()
         GcWatch().install()  # long pauses are logged: every stream stops during one
