@@ -96,6 +96,17 @@ def frame_times(clip: Path) -> FrameTimes:
     return FrameTimes(times, bad)
 
 
+def pts_steps_s(clip: Path) -> list[float]:
+    """The steps between a clip's video frames on its own timeline (presentation order)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time",
+         "-of", "csv=p=0", str(clip)],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    pts = sorted(float(line.strip().rstrip(",")) for line in out.splitlines() if line.strip())
+    return [b - a for a, b in zip(pts, pts[1:], strict=False)]
+
+
 def probe(clip: Path) -> dict[str, object]:
     """ffprobe's view of a clip: codec, size, duration, and whether the moov comes first."""
     out = subprocess.run(

@@ -26,7 +26,7 @@ import pytest_asyncio
 import yaml
 from playwright.async_api import async_playwright
 
-from tests.clip.camera import FrameTimes, RtspCamera, frame_times, probe
+from tests.clip.camera import FrameTimes, RtspCamera, frame_times, probe, pts_steps_s
 from tests.clip.conftest import ClipSite, make_site
 from tests.hub.broker import mosquitto
 from voip_sos.clips.archive import CLIP_STORED
@@ -227,7 +227,9 @@ async def test_clip_length_and_last_frame_match_the_press(scenario: Scenario) ->
         assert info["codec"] == "h264" and info["faststart"], info
         duration = float(str(info["duration_s"]))
         # Cut at segment (keyframe) boundaries: at least what was asked, at most one segment more.
-        assert seconds - 0.2 <= duration <= seconds + SEGMENT_S + 0.5, (part, duration)
+        assert seconds - 0.1 <= duration <= seconds + SEGMENT_S + 0.5, (part, duration)
+        # The joins keep the camera's pace (10 fps): no frame squeezed against the one before.
+        assert min(pts_steps_s(path)) > 0.08, part
         frames = scenario.frames("steady", part)
         assert frames.unreadable == 0 and len(frames.times_ms) >= duration * 8
         # The last frame is the press, give or take the segment the press fell in.

@@ -124,10 +124,14 @@ async def cut_clip(selection: Selection, folder: Path, out: Path) -> ClipFile:
         raise ToolError("the buffer holds no video for this clip")
     listing = out.with_suffix(".ffconcat")
     tmp = out.with_suffix(".part.mp4")
-    # The concat demuxer's own escaping: names are ours (run id + number), quoted anyway.
-    lines = ["ffconcat version 1.0"] + [
-        "file '" + str(folder / s.name).replace("'", "'\\''") + "'" for s in selection.segments
-    ]
+    # The concat demuxer's own escaping: names are ours (run id + number), quoted anyway. Each
+    # file's duration is the segment muxer's (this segment's start to the next one's): left to
+    # itself the demuxer measures first to last frame, one frame short, and every join ran 50-70 ms
+    # fast -- a 12 s clip of 120 frames came out 11.77 s long.
+    lines = ["ffconcat version 1.0"]
+    for seg in selection.segments:
+        lines.append("file '" + str(folder / seg.name).replace("'", "'\\''") + "'")
+        lines.append(f"duration {seg.duration:.6f}")
     listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         await run_tool(cut_args(listing, tmp), CUT_TIMEOUT_S)
