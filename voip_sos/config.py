@@ -133,6 +133,14 @@ class SosConfig:
         parse_optional_str,
         type_name="text",
     )
+    realtime: bool = key(
+        False,
+        "Run serve, its SOS listener and its RTP process in the SCHED_RR real-time class, ahead of every "
+        "ordinary process on the host, which starves while a surge keeps serve busy (needs root or "
+        "CAP_SYS_NICE); off = raised nice values",
+        parse_flag,
+        type_name="bool",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from voip_sos.incidents.runner import IncidentRunner
 from voip_sos.incidents.store import IncidentStore
 from voip_sos.metrics import Metrics
 from voip_sos.notify.sip_message import SipMessageTransport
-from voip_sos.priority import SERVE_NICE, set_nice
+from voip_sos.priority import SERVE_NICE, SERVE_RT, raise_priority
 from voip_sos.voice.service import PromptService
 from voip_sos.web.family import FamilyPages
 from voip_sos.web.link_store import DbLinkStore
@@ -145,7 +145,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
     # the default 5 ms switch interval a busy event loop held them (and SQLite's write lock, which
     # the SOS listener process waits for) 5 ms per call. 1 ms bounds that wait.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    set_nice(SERVE_NICE, "serve")  # see voip_sos/priority.py
+    cpu = raise_priority("serve", nice=SERVE_NICE, realtime=SERVE_RT if cfg.sos.realtime else None)
     # serve binds every call's port pair before handing it to the media process.
     fd_table.reserve(fd_table.for_ports(cfg.rtp.ports), "serve")
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -258,6 +258,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 "sip": str(cfg.sip.listen),
                 "http": str(http.public),
                 "backend_id": backend_id,
+                "cpu_priority": cpu,
             },
         )
         try:

@@ -35,7 +35,7 @@ from typing import Any
 from voip_sos.config import Config, SosConfig
 from voip_sos.errors import VoipSosError
 from voip_sos.incidents.recording import Recorded, RequestRecord
-from voip_sos.priority import MEDIA_NICE, set_nice
+from voip_sos.priority import MEDIA_NICE, MEDIA_RT, raise_priority
 from voip_sos.sos.listener import ListenerSettings
 from voip_sos.sos.wire import StatusCode
 
@@ -173,6 +173,7 @@ class ListenerProcess:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "voip_sos.aio.listener_process",
                 str(child_end.fileno()), str(self._udp.fileno()),
+                "realtime" if self._cfg.sos.realtime else "nice",
                 pass_fds=(child_end.fileno(), self._udp.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
@@ -396,7 +397,8 @@ async def _child(ctrl_fd: int, udp_fd: int) -> int:
 def main(argv: list[str]) -> int:
     ctrl_fd, udp_fd = int(argv[0]), int(argv[1])
     # The RECEIPT path is the one place where milliseconds are promised: ahead of renders and calls.
-    set_nice(MEDIA_NICE, "sos-listener")
+    realtime = MEDIA_RT if argv[2:3] == ["realtime"] else None
+    raise_priority("sos-listener", nice=MEDIA_NICE, realtime=realtime)
     # Each request hops loop -> lookup thread -> loop -> writer thread -> loop; every hop waits for
     # the GIL, by default up to 5 ms.
     sys.setswitchinterval(0.0005)

@@ -41,7 +41,7 @@ from voip_sos.aio.rtp_transport import Addr, EventCallback, PortPool, RtpEngine,
 from voip_sos.config import PortRange
 from voip_sos.errors import MediaError
 from voip_sos.fd_table import for_ports, reserve
-from voip_sos.priority import MEDIA_NICE, set_nice
+from voip_sos.priority import MEDIA_NICE, MEDIA_RT, raise_priority
 from voip_sos.rtp.events import RtpEvent
 from voip_sos.rtp.g711 import Codec
 from voip_sos.rtp.prompt import Prompt
@@ -312,9 +312,13 @@ class ProcessRtpEngine:
         host: str = "0.0.0.0",
         log_level: str = "info",
         log_format: str = "text",
+        realtime: bool = False,
         **engine_args: Any,
     ) -> None:
+        """`realtime`: the child runs in the SCHED_RR class (voip_sos/priority.py), not only at a
+        raised nice value."""
         self.ports = ports
+        self._realtime = realtime
         self.host = host
         self.pool = PortPool(ports, host)
         self._args = dict(engine_args, ports=ports, host=host)
@@ -357,6 +361,7 @@ class ProcessRtpEngine:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "voip_sos.aio.media_process", str(child_end.fileno()),
+                "realtime" if self._realtime else "nice",
                 pass_fds=(child_end.fileno(),), stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         finally:
@@ -648,7 +653,7 @@ async def _child(fd: int) -> int:
 
 def main(argv: list[str]) -> int:
     # Pacing is the one place where a late packet is heard: ahead of renders and call set-up.
-    set_nice(MEDIA_NICE, "media")
+    raise_priority("media", nice=MEDIA_NICE, realtime=MEDIA_RT if argv[1:2] == ["realtime"] else None)
     return asyncio.run(_child(int(argv[0])))
 
 

@@ -275,7 +275,12 @@ class UserAgent:
         }
         if self._media == "process":
             log_cfg = self.config.log
-            process = ProcessRtpEngine(**rtp_args, log_level=log_cfg.level, log_format=log_cfg.format)
+            process = ProcessRtpEngine(
+                **rtp_args,
+                log_level=log_cfg.level,
+                log_format=log_cfg.format,
+                realtime=self.config.sos.realtime,
+            )
             await process.start()
             self.engine = process
         else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from voip_sos.priority import normal_policy
 from voip_sos.voice import dsp
 from voip_sos.voice.cache import PromptCache
 from voip_sos.voice.engines import Engine, SynthesisSettings, load_engine
@@ -119,6 +120,8 @@ def worker_init(
     """Process-pool initializer: tie the worker's life to the service (`parent`: its pid), lower
     the priority, load the voices an SOS render will need."""
     die_with_parent(parent)
+    with contextlib.suppress(OSError):
+        normal_policy()  # spawned by a real-time serve: a render must never run in its class
     if nice:
         # Absolute, not relative: serve itself runs at a raised priority (voip_sos/priority.py),
         # and a render must stay below every process of the emergency path.
