@@ -8,6 +8,7 @@ the millisecond timestamp each frame carries in its two bands of black/white blo
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def pts_steps_s(clip: Path) -> list[float]:
         check=True, capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
     pts = sorted(float(line.strip().rstrip(",")) for line in out.splitlines() if line.strip())
-    return [b - a for a, b in zip(pts, pts[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(pts)]
 
 
 def probe(clip: Path) -> dict[str, object]:
