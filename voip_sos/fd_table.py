@@ -6,7 +6,7 @@ OpenBLAS threads) growing it waits for an RCU grace period (`expand_fdtable` ->
 `synchronize_rcu`), about 10 ms here, and the thread that opened the socket stands still for it.
 In the media process that thread is the one sending every call's RTP: during a surge, the calls
 answered while the table grew from 64 to 128 to 256 descriptors heard their first packet 10-15 ms
-late (bench.sos_e2e, answer -> RTP p99 12-17 ms; 3-5 ms with the table grown at start).
+late (bench.sos_e2e, answer -> RTP p99 10-17 ms; 2-6 ms with the table grown at start).
 
 `reserve()` raises the soft RLIMIT_NOFILE to what the RTP port range needs (as Asterisk's
 `maxfiles` does) and grows the table to that size at once, when nobody is waiting.
