@@ -10,7 +10,7 @@ needs root or CAP_SYS_NICE: without it everything runs as started, and one log l
 SCHED_RR real-time class at priority 10 and the listener and media processes at 20. Ordinary
 processes then wait for them however busy they are, which is both its use and its danger:
 - with one core taken by a CPU-bound neighbour (`yes > /dev/null`), bench.sos_e2e's press ->
-  INVITE p99 was 36-39 ms at the nice values above and 6-15 ms in real time;
+  INVITE p99 was 31-58 ms at the nice values above (four runs) and 6-15 ms in real time (three);
 - but a surge of 1000 presses keeps serve busy for seconds, and then nothing ordinary runs on its
   core: bench.sos_surge's STB agents (on the same host) saw their RECEIPTs at p99 280-600 ms
   instead of 6-7 ms. A database or PBX on the same host would starve the same way.
