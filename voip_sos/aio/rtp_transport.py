@@ -324,7 +324,7 @@ class RtpEngine:
     ) -> tuple[RtpSession, socket.socket, socket.socket]:
         """The part of `open_now` that may run on another thread: bind the port pair, make the
         session. `adopt` (on this engine's loop) then starts serving it."""
-        rtp_sock, rtcp_sock, port = self._bind_pair()
+        rtp_sock, rtcp_sock, port = self.pool.bind_pair()
         session = RtpSession(self, port, self._core(), on_event, log_context or {})
         return session, rtp_sock, rtcp_sock
 
@@ -382,9 +382,6 @@ class RtpEngine:
     def sessions(self) -> int:
         return len(self._sessions)
 
-    def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
-        return self.pool.bind_pair()
-
     def _release(self, session: RtpSession) -> None:
         self._sessions.discard(session)
         self.pool.release(session.local_port)
@@ -397,22 +394,8 @@ class RtpEngine:
         # the grid with everyone else's.
         now = self._loop.time()
         session.core.start(math.floor(now / GRID_S) * GRID_S, prompt, loop=loop, gap_s=gap_s)
-        try:
-            session._send_due(now)
-        except Exception:
-            session._log.exception("rtp send failed")
-        nxt = session.core.sender.next_due()
-        if nxt is not None:
-            self._schedule(session, round(nxt / GRID_S))
-
-    def _schedule(self, session: RtpSession, tick: int) -> None:
-        bucket = self._buckets.get(tick)
-        if bucket is None:
-            self._buckets[tick] = [session]
-            heapq.heappush(self._ticks, tick)
-        else:
-            bucket.append(session)
-        if self._timer_tick is None or tick < self._timer_tick:
+        tick = self._send_and_queue(session, now)
+        if tick is not None and (self._timer_tick is None or tick < self._timer_tick):
             self._arm(tick)
 
     def _arm(self, tick: int) -> None:
@@ -429,23 +412,26 @@ class RtpEngine:
             # A wakeup may come a hair early (loop clock resolution): judge due-ness by the tick.
             due_now = max(now, tick * GRID_S)
             for session in self._buckets.pop(tick):
-                if session.closed:
-                    continue
-                try:
-                    session._send_due(due_now)
-                except Exception:
-                    session._log.exception("rtp send failed")
-                nxt = session.core.sender.next_due()
-                if nxt is not None:
-                    self._schedule_later(session, round(nxt / GRID_S))
+                if not session.closed:
+                    self._send_and_queue(session, due_now)
+        # Armed once here, not per session queued above.
         if self._ticks:
             self._arm(self._ticks[0])
 
-    def _schedule_later(self, session: RtpSession, tick: int) -> None:
-        # Inside the timer callback: no re-arming per session, _on_timer arms once at the end.
+    def _send_and_queue(self, session: RtpSession, now: float) -> int | None:
+        """Send what `session` has due at `now` and queue it for its next frame; that frame's tick."""
+        try:
+            session._send_due(now)
+        except Exception:
+            session._log.exception("rtp send failed")
+        nxt = session.core.sender.next_due()
+        if nxt is None:
+            return None
+        tick = round(nxt / GRID_S)
         bucket = self._buckets.get(tick)
         if bucket is None:
             self._buckets[tick] = [session]
             heapq.heappush(self._ticks, tick)
         else:
             bucket.append(session)
+        return tick
