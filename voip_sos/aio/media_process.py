@@ -329,7 +329,8 @@ class ProcessRtpEngine:
         self._ready: asyncio.Future[None] | None = None
         self._sessions: dict[int, ProcessRtpSession] = {}
         self._ids = itertools.count(1)
-        self._prompts: dict[int, tuple[int, Prompt, int]] = {}  # id(prompt) -> (prompt id, prompt, users)
+        self._prompts: dict[int, tuple[Prompt, int]] = {}  # prompt id -> (prompt, sessions using it)
+        self._prompt_id: dict[int, int] = {}  # id(prompt) -> prompt id (kept alive by _prompts)
         self._prompt_ids = itertools.count(1)
         self._closing = False
         self._restarts = 0
@@ -428,14 +429,14 @@ class ProcessRtpEngine:
         self._link.send(msg)
 
     def _prompt_in(self, prompt: Prompt) -> int:
-        key = id(prompt)
-        known = self._prompts.get(key)
-        if known is not None:
-            pid, kept, users = known
-            self._prompts[key] = (pid, kept, users + 1)
+        pid = self._prompt_id.get(id(prompt))
+        if pid is not None:
+            kept, users = self._prompts[pid]
+            self._prompts[pid] = (kept, users + 1)
             return pid
         pid = next(self._prompt_ids)
-        self._prompts[key] = (pid, prompt, 1)
+        self._prompt_id[id(prompt)] = pid
+        self._prompts[pid] = (prompt, 1)
         pcm = prompt.pcm.tobytes()
         chunks = [pcm[i : i + PROMPT_CHUNK] for i in range(0, len(pcm), PROMPT_CHUNK)] or [b""]
         for i, chunk in enumerate(chunks):
@@ -443,14 +444,15 @@ class ProcessRtpEngine:
         return pid
 
     def _prompt_out(self, pid: int) -> None:
-        for key, (known, prompt, users) in self._prompts.items():
-            if known == pid:
-                if users > 1:
-                    self._prompts[key] = (known, prompt, users - 1)
-                else:
-                    del self._prompts[key]
-                    self._send(("forget", pid))
-                return
+        known = self._prompts.get(pid)
+        if known is None:
+            return
+        prompt, users = known
+        if users > 1:
+            self._prompts[pid] = (prompt, users - 1)
+        else:
+            del self._prompts[pid], self._prompt_id[id(prompt)]
+            self._send(("forget", pid))
 
     def _on_message(self, msg: tuple[Any, ...], socks: list[socket.socket]) -> None:
         for s in socks:
@@ -479,6 +481,7 @@ class ProcessRtpEngine:
         lost = list(self._sessions.values())
         self._sessions.clear()
         self._prompts.clear()
+        self._prompt_id.clear()
         for session in lost:
             self.pool.release(session.local_port)
             session._ended(None)
