@@ -6,6 +6,7 @@ texts and the same cache keys.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from voip_sos.config import Config
@@ -16,9 +17,13 @@ from voip_sos.voice.engines import SynthesisSettings
 from voip_sos.voice.models import VoiceSpec, check_models, resolve_voice
 from voip_sos.voice.templates import LANGUAGES, MessageText, Template, load_template, message_text
 
-TEXT_CACHE = 4096  # message texts kept (oldest dropped first)
+TEXT_CACHE = 4096  # message texts kept (least recently used dropped first)
 
 __all__ = ["Catalog", "Segments", "message_languages"]
+
+# Filled and normalised (~0.8 ms) several times per incident (calls, texts, link): kept for the
+# subscribers seen lately. A changed record is another key (records and templates are immutable).
+_message_text = functools.lru_cache(maxsize=TEXT_CACHE)(message_text)
 
 # A record with every part empty: its message holds just the template's fixed opening and closing.
 _PROBE = Subscriber(uid="", name="", language="en", address=Address(line=""), contacts=(), stbs=())
@@ -59,19 +64,6 @@ class Catalog:
             lang: load_template(lang, v.templates_dir or None) for lang in LANGUAGES
         }
         self.voices: dict[str, VoiceSpec] = {lang: resolve_voice(lang, v.models) for lang in LANGUAGES}
-        self._texts: dict[tuple[Subscriber, str], MessageText] = {}
-
-    def _text(self, subscriber: Subscriber, language: str) -> MessageText:
-        # Filled and normalised (~0.8 ms) several times per incident (calls, texts, link): kept for
-        # the subscribers seen lately. A changed record is another key (records are immutable).
-        key = (subscriber, language)
-        text = self._texts.get(key)
-        if text is None:
-            text = message_text(subscriber, self.templates[language])
-            if len(self._texts) >= TEXT_CACHE:
-                self._texts.pop(next(iter(self._texts)))
-            self._texts[key] = text
-        return text
 
     def languages_for(self, subscriber: Subscriber) -> tuple[str, ...]:
         return message_languages(subscriber, self.cfg.emergency.language)
@@ -80,7 +72,7 @@ class Catalog:
         return segment_key(text, self.voices[language], self.settings.as_dict())
 
     def segments(self, subscriber: Subscriber, language: str) -> Segments:
-        text = self._text(subscriber, language)
+        text = _message_text(subscriber, self.templates[language])
         keys = (
             self.key(text.opening, language),
             self.key(text.body, language),
