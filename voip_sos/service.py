@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -200,13 +198,9 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 listener_ref[0].send_status(incident_id, ip, status, detail)
             return 0
 
-        # Backends sharing a database tell their incidents apart by this name (stable across
-        # restarts, so a restarted backend takes its own incidents back at once).
-        backend_id = cfg.sos.backend_id or f"{socket.gethostname()}:{cfg.sos.listen.port or os.getpid()}"
         runner = IncidentRunner(
-            cfg, directory, store, ua, prompts, SipMessageTransport(ua), send_status, links, metrics,
-            runner_id=backend_id,
-        )  # fmt: skip
+            cfg, directory, store, ua, prompts, SipMessageTransport(ua), send_status, links, metrics
+        )
         runner_ref.append(runner)
         stack.push_async_callback(runner.close)
 
@@ -257,7 +251,7 @@ async def run_backend(cfg: Config, stop: asyncio.Event | None = None) -> int:
                 "sos": f"{host}:{port}",
                 "sip": str(cfg.sip.listen),
                 "http": str(http.public),
-                "backend_id": backend_id,
+                "backend_id": runner.runner_id,
                 "cpu_priority": cpu,
             },
         )

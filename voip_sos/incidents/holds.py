@@ -12,15 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
+from voip_sos.config import SosConfig
 from voip_sos.incidents.store import Incident, IncidentStore
 from voip_sos.logs import bind
 
-__all__ = ["IncidentHolds"]
+__all__ = ["IncidentHolds", "backend_id"]
 
 logger = logging.getLogger(__name__)
+
+
+def backend_id(sos: SosConfig) -> str:
+    """This backend's name among those sharing a database: `sos.backend_id`, else host name and
+    SOS port (stable across restarts, so a restarted backend takes its own incidents back at once)."""
+    return sos.backend_id or f"{socket.gethostname()}:{sos.listen.port or os.getpid()}"
 
 
 class IncidentHolds:

@@ -44,7 +44,7 @@ from voip_sos.incidents.commands import (
 )
 from voip_sos.incidents.core import IncidentCore, Policy
 from voip_sos.incidents.group_commit import GroupCommit
-from voip_sos.incidents.holds import IncidentHolds
+from voip_sos.incidents.holds import IncidentHolds, backend_id
 from voip_sos.incidents.location import location_of
 from voip_sos.incidents.recording import EventRecord, Recorded, RequestRecord
 from voip_sos.incidents.replay import Replayed, replay
@@ -128,11 +128,9 @@ class IncidentRunner:
         send_status: StatusSink,
         links: LinkStore | None = None,
         metrics: Any | None = None,
-        runner_id: str = "",
     ) -> None:
-        """`runner_id`: this backend's name among those sharing the database (`sos.backend_id`)."""
         self._cfg = cfg
-        self.runner_id = runner_id or cfg.sos.backend_id or "voip-sos"
+        self.runner_id = backend_id(cfg.sos)
         self._holds = IncidentHolds(
             store, self.runner_id, cfg.emergency.takeover_s, lambda: self._live, self._let_go,
             lambda inc: self._resume(inc.id, inc.stb_ip, inc.uid, inc.test),
