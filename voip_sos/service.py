@@ -131,7 +131,7 @@ class _Watch:
 
     @property
     def media_alive(self) -> bool:
-        engine = getattr(self._ua, "engine", None)
+        engine = self._ua.engine
         return not isinstance(engine, ProcessRtpEngine) or engine.alive
 
 

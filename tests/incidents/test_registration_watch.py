@@ -38,7 +38,7 @@ async def test_registration_lost_over_a_minute_is_one_error_per_outage(
     cfg_file.write_text("sip:\n  registrar: 127.0.0.1:5060\n  domain: 127.0.0.1\n", encoding="utf-8")
     cfg = load_config(cfg_file, environ={})
     now = [1000.0]
-    ua: Any = SimpleNamespace(registration=REGISTERED)
+    ua: Any = SimpleNamespace(registration=REGISTERED, engine=None)  # media on the caller's loop
     prompts: Any = SimpleNamespace(queue_length=lambda: 0)
     metrics = Metrics()
     watch = _Watch(cfg, ua, metrics, prompts, clock=lambda: now[0])
